@@ -1,0 +1,54 @@
+"""Find the database to talk to and open connections to it."""
+
+from __future__ import annotations
+
+import os
+
+import psycopg
+
+from pgq_thin.errors import PgqError
+
+LIBPQ_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
+
+NO_DATABASE = (
+    "no database configured: set DATABASE_URL (or PGHOST/PGDATABASE/...), "
+    "or start a local one with `pgq-thin db start`"
+)
+
+
+def resolve_dsn(dsn: str | None = None) -> str:
+    """Return the connection string: explicit, DATABASE_URL, libpq variables, or local db."""
+    if dsn:
+        return dsn
+    if os.environ.get("DATABASE_URL"):
+        return os.environ["DATABASE_URL"]
+    if any(os.environ.get(name) for name in LIBPQ_VARS):
+        return ""
+    from pgq_thin import localdb
+
+    url = localdb.running_url()
+    if url:
+        return url
+    raise PgqError(NO_DATABASE)
+
+
+def describe(dsn: str) -> str:
+    """The DSN without its password, for logs and banners."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<invalid DSN>"
+    info.pop("password", None)
+    return " ".join(f"{k}={v}" for k, v in sorted(info.items())) or "(libpq defaults)"
+
+
+def connect(dsn: str | None = None, *, autocommit: bool = False) -> psycopg.Connection[object]:
+    """Open a connection, turning libpq failures into one clear PgqError line."""
+    resolved = resolve_dsn(dsn)
+    try:
+        return psycopg.connect(resolved, autocommit=autocommit, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise PgqError(f"cannot connect to {describe(resolved)}: {reason}") from exc
+    except psycopg.ProgrammingError as exc:
+        raise PgqError(f"invalid database URL: {exc}") from exc

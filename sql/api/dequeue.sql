@@ -1,0 +1,123 @@
+-- Moves due scheduled jobs (delayed enqueues, retries after backoff) to queued, at most max_jobs.
+CREATE OR REPLACE FUNCTION pgq.promote_due(max_jobs integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgq
+AS $$
+DECLARE
+    v_ids bigint[];
+BEGIN
+    v_ids := ARRAY(
+        SELECT j.id FROM pgq.jobs AS j
+        WHERE j.state = 'scheduled' AND j.run_at <= pgq.now()
+        ORDER BY j.run_at
+        LIMIT max_jobs
+        FOR UPDATE SKIP LOCKED);
+    IF cardinality(v_ids) = 0 THEN
+        RETURN 0;
+    END IF;
+    UPDATE pgq.jobs AS j SET state = 'queued' WHERE j.id = ANY (v_ids);
+    RETURN cardinality(v_ids);
+END
+$$;
+COMMENT ON FUNCTION pgq.promote_due(integer) IS
+    'Makes due scheduled jobs claimable; called by dequeue, callable by anyone.';
+
+-- Claims up to batch_size ready jobs: priority then FIFO, per-entrypoint concurrency limits held
+-- across all callers, expired leases reaped first. Call it in its own READ COMMITTED transaction.
+CREATE OR REPLACE FUNCTION pgq.dequeue(
+    entrypoints text[],
+    batch_size integer DEFAULT 1,
+    worker_id text DEFAULT NULL,
+    lease_duration interval DEFAULT interval '30 seconds'
+) RETURNS SETOF pgq.claimed_job
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgq
+AS $$
+DECLARE
+    v_now timestamptz := pgq.now();
+    v_names text[] := '{}';
+    v_allow integer[] := '{}';
+    v_timeouts interval[] := '{}';
+    v_ids bigint[];
+    v_running integer;
+    v_n integer;
+    r record;
+BEGIN
+    PERFORM pgq.check_entrypoints(entrypoints);
+    IF batch_size IS NULL OR batch_size < 1 OR batch_size > 10000 THEN
+        RAISE EXCEPTION 'pgq: batch_size must be between 1 and 10000, got %', batch_size
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lease_duration IS NULL OR lease_duration <= interval '0' THEN
+        RAISE EXCEPTION 'pgq: lease_duration must be positive, got %', lease_duration
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    PERFORM pgq.reap(100);
+    PERFORM pgq.promote_due(1000);
+
+    -- What each entrypoint may still start. A limited entrypoint is claimed under a transaction
+    -- lock, and the running jobs are counted after taking it, so limits hold across callers.
+    FOR r IN
+        SELECT e.name, e.concurrency_limit, e.timeout
+        FROM pgq.entrypoints AS e
+        WHERE e.name = ANY (entrypoints) AND NOT e.paused
+        ORDER BY e.name
+    LOOP
+        v_n := batch_size;
+        IF r.concurrency_limit IS NOT NULL THEN
+            IF current_setting('transaction_isolation') <> 'read committed' THEN
+                RAISE EXCEPTION 'pgq: dequeue must run in a READ COMMITTED transaction'
+                    USING ERRCODE = 'invalid_transaction_state';
+            END IF;
+            PERFORM pg_advisory_xact_lock(1886418288, hashtext(r.name));
+            SELECT count(*) INTO v_running FROM pgq.jobs AS j
+            WHERE j.entrypoint = r.name AND j.state = 'running';
+            v_n := least(v_n, r.concurrency_limit - v_running);
+        END IF;
+        IF v_n > 0 THEN
+            v_names := v_names || r.name;
+            v_allow := v_allow || v_n;
+            v_timeouts := v_timeouts || r.timeout;
+        END IF;
+    END LOOP;
+    IF cardinality(v_names) = 0 THEN
+        RETURN;
+    END IF;
+
+    -- One index walk per entrypoint, merged: highest priority first, then oldest.
+    v_ids := ARRAY(
+        SELECT c.id
+        FROM unnest(v_names, v_allow) AS a(name, n)
+        CROSS JOIN LATERAL (
+            SELECT j.id, j.priority FROM pgq.jobs AS j
+            WHERE j.entrypoint = a.name AND j.state = 'queued'
+            ORDER BY j.priority DESC, j.id
+            LIMIT a.n
+            FOR UPDATE SKIP LOCKED
+        ) AS c
+        ORDER BY c.priority DESC, c.id
+        LIMIT batch_size);
+    IF cardinality(v_ids) = 0 THEN
+        RETURN;
+    END IF;
+
+    RETURN QUERY
+    UPDATE pgq.jobs AS j SET
+        state = 'running',
+        attempt = j.attempt + 1,
+        lease_token = gen_random_uuid(),
+        lease_expires_at = least(v_now + lease_duration, v_now + t.timeout),
+        timeout_at = v_now + t.timeout,
+        worker_id = dequeue.worker_id,
+        started_at = v_now
+    FROM unnest(v_names, v_timeouts) AS t(name, timeout)
+    WHERE j.id = ANY (v_ids) AND t.name = j.entrypoint
+    RETURNING j.id, j.entrypoint, j.payload, j.headers, j.priority, j.attempt,
+              coalesce(j.max_attempts, (SELECT e.max_attempts FROM pgq.entrypoints AS e
+                                        WHERE e.name = j.entrypoint)),
+              j.lease_token, j.lease_expires_at, j.enqueued_at;
+END
+$$;
+COMMENT ON FUNCTION pgq.dequeue(text[], integer, text, interval) IS
+    'Claims up to batch_size ready jobs (priority, then FIFO; concurrency limits across workers) with a lease.';

@@ -1,0 +1,238 @@
+-- Settles failed tries of running jobs: retry after backoff while attempts remain and the error is
+-- retryable, else dead-letter to history as failed (cancelled when a cancel was requested).
+-- Callers pass jobs they hold; it is the one place the retry rule lives.
+CREATE OR REPLACE FUNCTION pgq.settle_failures(job_ids bigint[], errors text[], retryable boolean[])
+RETURNS TABLE (job_id bigint, outcome text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgq
+AS $$
+DECLARE
+    v_now timestamptz := pgq.now();
+    v_ids bigint[];
+    v_outcomes text[];
+    v_ready text[];
+BEGIN
+    WITH target AS (
+        SELECT j.id, u.error,
+               CASE
+                   WHEN j.cancel_requested THEN 'cancelled'
+                   WHEN coalesce(u.retryable, true)
+                        AND j.attempt < coalesce(j.max_attempts, e.max_attempts, 5) THEN 'queued'
+                   ELSE 'failed'
+               END AS outcome,
+               CASE WHEN e.name IS NULL THEN interval '0'
+                    ELSE pgq.backoff(j.attempt, e.backoff_base, e.backoff_factor, e.backoff_max, e.jitter)
+               END AS delay
+        FROM pgq.jobs AS j
+        JOIN (SELECT DISTINCT ON (x.id) x.* FROM unnest(job_ids, errors, retryable) AS x(id, error, retryable)
+              ORDER BY x.id) AS u ON u.id = j.id
+        LEFT JOIN pgq.entrypoints AS e ON e.name = j.entrypoint
+        WHERE j.id = ANY (job_ids) AND j.state = 'running'
+    ), requeued AS (
+        UPDATE pgq.jobs AS j SET
+            state = CASE WHEN t.delay > interval '0' THEN 'scheduled' ELSE 'queued' END,
+            run_at = v_now + t.delay,
+            last_error = t.error,
+            lease_token = NULL,
+            lease_expires_at = NULL,
+            timeout_at = NULL,
+            worker_id = NULL
+        FROM target AS t
+        WHERE j.id = t.id AND t.outcome = 'queued'
+        RETURNING j.id, j.entrypoint, j.state
+    ), ended AS (
+        DELETE FROM pgq.jobs AS j USING target AS t
+        WHERE j.id = t.id AND t.outcome <> 'queued'
+        RETURNING j.*, t.outcome, t.error
+    ), archived AS (
+        INSERT INTO pgq.job_history (id, entrypoint, state, priority, attempt, max_attempts, dedupe_key,
+                                     worker_id, enqueued_at, started_at, finished_at, error, result,
+                                     payload, headers)
+        SELECT d.id, d.entrypoint, d.outcome, d.priority, d.attempt, d.max_attempts, d.dedupe_key,
+               d.worker_id, d.enqueued_at, d.started_at, v_now, d.error, NULL, d.payload, d.headers
+        FROM ended AS d
+        RETURNING pgq.job_history.id, pgq.job_history.state, pgq.job_history.entrypoint
+    ), settled AS (
+        SELECT q.id, 'queued'::text AS outcome, q.entrypoint, q.state = 'queued' AS ready FROM requeued AS q
+        UNION ALL
+        SELECT a.id, a.state, a.entrypoint, false FROM archived AS a
+    )
+    SELECT array_agg(s.id), array_agg(s.outcome), array_agg(DISTINCT s.entrypoint) FILTER (WHERE s.ready)
+    INTO v_ids, v_outcomes, v_ready
+    FROM settled AS s;
+
+    PERFORM pg_notify('pgq_jobs', r.name) FROM unnest(v_ready) AS r(name);
+    RETURN QUERY SELECT * FROM unnest(v_ids, v_outcomes);
+END
+$$;
+COMMENT ON FUNCTION pgq.settle_failures(bigint[], text[], boolean[]) IS
+    'Internal: retries or dead-letters failed running jobs by their entrypoint policy.';
+
+-- Finishes held jobs as succeeded (cancelled if a cancel was requested); returns how many succeeded.
+CREATE OR REPLACE FUNCTION pgq.complete_many(job_ids bigint[], lease_tokens uuid[], results jsonb[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgq
+AS $$
+DECLARE
+    v_now timestamptz := pgq.now();
+    v_done integer;
+BEGIN
+    IF cardinality(job_ids) IS DISTINCT FROM cardinality(lease_tokens)
+        OR coalesce(cardinality(results), cardinality(job_ids)) <> cardinality(job_ids) THEN
+        RAISE EXCEPTION 'pgq: job_ids, lease_tokens and results must have the same length'
+            USING ERRCODE = 'array_subscript_error';
+    END IF;
+    WITH ended AS (
+        DELETE FROM pgq.jobs AS j
+        USING unnest(job_ids, lease_tokens, results) AS u(id, token, result)
+        WHERE j.id = ANY (job_ids) AND j.id = u.id AND j.lease_token = u.token AND j.state = 'running'
+        RETURNING j.*, u.result
+    ), archived AS (
+        INSERT INTO pgq.job_history (id, entrypoint, state, priority, attempt, max_attempts, dedupe_key,
+                                     worker_id, enqueued_at, started_at, finished_at, error, result,
+                                     payload, headers)
+        SELECT d.id, d.entrypoint, CASE WHEN d.cancel_requested THEN 'cancelled' ELSE 'succeeded' END,
+               d.priority, d.attempt, d.max_attempts, d.dedupe_key, d.worker_id, d.enqueued_at,
+               d.started_at, v_now, CASE WHEN d.cancel_requested THEN 'cancelled' END, d.result,
+               d.payload, d.headers
+        FROM ended AS d
+        RETURNING pgq.job_history.state
+    )
+    SELECT count(*) FILTER (WHERE a.state = 'succeeded') INTO v_done FROM archived AS a;
+    RETURN v_done;
+END
+$$;
+COMMENT ON FUNCTION pgq.complete_many(bigint[], uuid[], jsonb[]) IS
+    'Finishes the jobs whose lease the caller holds as succeeded; returns how many (stale tokens are not counted).';
+
+-- Finishes one held job as succeeded; false when the caller no longer holds it (or it was cancelled).
+CREATE OR REPLACE FUNCTION pgq.complete(job_id bigint, lease_token uuid, result jsonb DEFAULT NULL)
+RETURNS boolean
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pgq
+AS $$
+    SELECT pgq.complete_many(ARRAY[job_id], ARRAY[lease_token], ARRAY[result]) = 1
+$$;
+COMMENT ON FUNCTION pgq.complete(bigint, uuid, jsonb) IS
+    'Finishes a job as succeeded if the caller holds its lease; false (and nothing changed) otherwise.';
+
+-- Records failed tries of held jobs; returns the outcome of each held job.
+CREATE OR REPLACE FUNCTION pgq.fail_many(
+    job_ids bigint[], lease_tokens uuid[], errors text[], retryable boolean[] DEFAULT NULL
+) RETURNS TABLE (job_id bigint, outcome text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgq
+AS $$
+DECLARE
+    v_held bigint[];
+    v_ids bigint[];
+    v_errors text[];
+    v_retryable boolean[];
+BEGIN
+    IF cardinality(job_ids) IS DISTINCT FROM cardinality(lease_tokens)
+        OR cardinality(job_ids) IS DISTINCT FROM cardinality(errors)
+        OR coalesce(cardinality(retryable), cardinality(job_ids)) <> cardinality(job_ids) THEN
+        RAISE EXCEPTION 'pgq: job_ids, lease_tokens, errors and retryable must have the same length'
+            USING ERRCODE = 'array_subscript_error';
+    END IF;
+    v_held := ARRAY(
+        SELECT j.id FROM pgq.jobs AS j
+        JOIN unnest(job_ids, lease_tokens) AS u(id, token) ON u.id = j.id AND u.token = j.lease_token
+        WHERE j.id = ANY (job_ids) AND j.state = 'running'
+        FOR UPDATE OF j);
+    SELECT array_agg(u.id), array_agg(coalesce(u.error, 'unknown error')), array_agg(u.retryable)
+    INTO v_ids, v_errors, v_retryable
+    FROM unnest(job_ids, errors, retryable) AS u(id, error, retryable)
+    WHERE u.id = ANY (v_held);
+    RETURN QUERY SELECT * FROM pgq.settle_failures(v_ids, v_errors, v_retryable);
+END
+$$;
+COMMENT ON FUNCTION pgq.fail_many(bigint[], uuid[], text[], boolean[]) IS
+    'Records failed tries of the jobs the caller holds; returns (job_id, outcome) for each of them.';
+
+-- Records one failed try of a held job: 'queued' (retry later), 'failed', 'cancelled', or 'stale'.
+CREATE OR REPLACE FUNCTION pgq.fail(job_id bigint, lease_token uuid, error text, retryable boolean DEFAULT true)
+RETURNS text
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pgq
+AS $$
+    SELECT coalesce(
+        (SELECT f.outcome FROM pgq.fail_many(ARRAY[job_id], ARRAY[lease_token], ARRAY[error],
+                                             ARRAY[retryable]) AS f),
+        'stale')
+$$;
+COMMENT ON FUNCTION pgq.fail(bigint, uuid, text, boolean) IS
+    'Records a failed try: ''queued'' (retry after backoff), ''failed'' (dead letter), ''cancelled'', or ''stale'' (not the holder; nothing changed).';
+
+-- Gives held jobs back to the queue (graceful shutdown): runnable now, the attempt not counted.
+CREATE OR REPLACE FUNCTION pgq.release(job_ids bigint[], lease_tokens uuid[]) RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgq
+AS $$
+DECLARE
+    v_released integer;
+    v_ready text[];
+    v_cancelled bigint[];
+BEGIN
+    IF cardinality(job_ids) IS DISTINCT FROM cardinality(lease_tokens) THEN
+        RAISE EXCEPTION 'pgq: job_ids and lease_tokens must have the same length'
+            USING ERRCODE = 'array_subscript_error';
+    END IF;
+    WITH released AS (
+        UPDATE pgq.jobs AS j SET
+            state = 'queued', run_at = pgq.now(), attempt = j.attempt - 1, lease_token = NULL,
+            lease_expires_at = NULL, timeout_at = NULL, worker_id = NULL, started_at = NULL
+        FROM unnest(job_ids, lease_tokens) AS u(id, token)
+        WHERE j.id = ANY (job_ids) AND j.id = u.id AND j.lease_token = u.token
+          AND j.state = 'running' AND NOT j.cancel_requested
+        RETURNING j.entrypoint
+    )
+    SELECT count(*), array_agg(DISTINCT r.entrypoint) INTO v_released, v_ready FROM released AS r;
+    PERFORM pg_notify('pgq_jobs', r.name) FROM unnest(v_ready) AS r(name);
+
+    -- A job whose cancel was requested ends as cancelled instead.
+    v_cancelled := ARRAY(
+        SELECT j.id FROM pgq.jobs AS j
+        JOIN unnest(job_ids, lease_tokens) AS u(id, token) ON u.id = j.id AND u.token = j.lease_token
+        WHERE j.id = ANY (job_ids) AND j.state = 'running' AND j.cancel_requested
+        FOR UPDATE OF j);
+    PERFORM pgq.settle_failures(v_cancelled, array_fill('cancelled'::text, ARRAY[cardinality(v_cancelled)]), NULL);
+    RETURN v_released;
+END
+$$;
+COMMENT ON FUNCTION pgq.release(bigint[], uuid[]) IS
+    'Gives held jobs back to the queue, runnable now, without counting the attempt; returns how many.';
+
+-- Extends the leases the caller still holds; returns the ids it no longer holds (stop those).
+CREATE OR REPLACE FUNCTION pgq.heartbeat(
+    job_ids bigint[], lease_tokens uuid[], lease_duration interval DEFAULT interval '30 seconds'
+) RETURNS SETOF bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgq
+AS $$
+DECLARE
+    v_now timestamptz := pgq.now();
+    v_held bigint[];
+BEGIN
+    IF cardinality(job_ids) IS DISTINCT FROM cardinality(lease_tokens) THEN
+        RAISE EXCEPTION 'pgq: job_ids and lease_tokens must have the same length'
+            USING ERRCODE = 'array_subscript_error';
+    END IF;
+    IF lease_duration IS NULL OR lease_duration <= interval '0' THEN
+        RAISE EXCEPTION 'pgq: lease_duration must be positive, got %', lease_duration
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    WITH extended AS (
+        UPDATE pgq.jobs AS j SET lease_expires_at = least(v_now + lease_duration, j.timeout_at)
+        FROM unnest(job_ids, lease_tokens) AS u(id, token)
+        WHERE j.id = ANY (job_ids) AND j.id = u.id AND j.lease_token = u.token
+          AND j.state = 'running' AND NOT j.cancel_requested
+        RETURNING j.id, j.lease_expires_at
+    )
+    SELECT coalesce(array_agg(e.id), '{}') INTO v_held FROM extended AS e WHERE e.lease_expires_at > v_now;
+    RETURN QUERY SELECT DISTINCT u.id FROM unnest(job_ids) AS u(id) WHERE u.id <> ALL (v_held);
+END
+$$;
+COMMENT ON FUNCTION pgq.heartbeat(bigint[], uuid[], interval) IS
+    'Extends the caller''s leases (never past the job''s timeout); returns the ids it no longer holds.';

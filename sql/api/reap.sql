@@ -1,0 +1,23 @@
+-- Fails running jobs whose lease expired or that ran past their timeout, with error 'timeout'.
+CREATE OR REPLACE FUNCTION pgq.reap(max_jobs integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgq
+AS $$
+DECLARE
+    v_ids bigint[];
+BEGIN
+    v_ids := ARRAY(
+        SELECT j.id FROM pgq.jobs AS j
+        WHERE j.state = 'running' AND j.lease_expires_at <= pgq.now()
+        ORDER BY j.lease_expires_at
+        LIMIT max_jobs
+        FOR UPDATE SKIP LOCKED);
+    IF cardinality(v_ids) = 0 THEN
+        RETURN 0;
+    END IF;
+    PERFORM pgq.settle_failures(v_ids, array_fill('timeout'::text, ARRAY[cardinality(v_ids)]), NULL);
+    RETURN cardinality(v_ids);
+END
+$$;
+COMMENT ON FUNCTION pgq.reap(integer) IS
+    'Fails (retry or dead-letter by policy) running jobs past their lease or timeout; returns how many.';
