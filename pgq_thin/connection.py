@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import psycopg
 
@@ -42,7 +43,7 @@ def describe(dsn: str) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(info.items())) or "(libpq defaults)"
 
 
-def connect(dsn: str | None = None, *, autocommit: bool = False) -> psycopg.Connection[object]:
+def connect(dsn: str | None = None, *, autocommit: bool = False) -> psycopg.Connection[Any]:
     """Open a connection, turning libpq failures into one clear PgqError line."""
     resolved = resolve_dsn(dsn)
     try:
@@ -51,4 +52,4 @@ def connect(dsn: str | None = None, *, autocommit: bool = False) -> psycopg.Conn
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise PgqError(f"cannot connect to {describe(resolved)}: {reason}") from exc
     except psycopg.ProgrammingError as exc:
-        raise PgqError(f"invalid database URL: {exc}") from exc
+        raise PgqError(f"invalid database URL: {str(exc).strip()}") from exc

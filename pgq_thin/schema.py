@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -58,7 +59,7 @@ def latest_version(root: Path | None = None) -> int:
     return migrations(root)[-1].version
 
 
-def applied_versions(conn: psycopg.Connection[object]) -> set[int]:
+def applied_versions(conn: psycopg.Connection[Any]) -> set[int]:
     """Versions already applied in the database (empty when pgq is not installed)."""
     row = conn.execute("SELECT to_regclass('pgq.migrations') IS NOT NULL").fetchone()
     if not row or not row[0]:
@@ -66,7 +67,7 @@ def applied_versions(conn: psycopg.Connection[object]) -> set[int]:
     return {int(r[0]) for r in conn.execute("SELECT version FROM pgq.migrations")}
 
 
-def pending(conn: psycopg.Connection[object], root: Path | None = None) -> list[Migration]:
+def pending(conn: psycopg.Connection[Any], root: Path | None = None) -> list[Migration]:
     """Migrations not applied yet; refuses a database newer than this package."""
     applied = applied_versions(conn)
     latest = latest_version(root)
@@ -78,7 +79,7 @@ def pending(conn: psycopg.Connection[object], root: Path | None = None) -> list[
     return [m for m in migrations(root) if m.version not in applied]
 
 
-def plan(conn: psycopg.Connection[object], root: Path | None = None) -> list[str]:
+def plan(conn: psycopg.Connection[Any], root: Path | None = None) -> list[str]:
     """What an install/upgrade would run, one file per line."""
     steps = [f"migration {m.path.name}" for m in pending(conn, root)]
     steps += [f"re-apply {p.parent.name}/{p.name}" for p in api_files(root)]
@@ -97,7 +98,7 @@ def install_sql(from_version: int = 0, root: Path | None = None) -> str:
     return "\n".join(parts) + "\n"
 
 
-def install(conn: psycopg.Connection[object], root: Path | None = None) -> list[str]:
+def install(conn: psycopg.Connection[Any], root: Path | None = None) -> list[str]:
     """Apply pending migrations and re-apply the API in one transaction; returns what ran."""
     ran: list[str] = []
     with conn.transaction():
@@ -111,7 +112,7 @@ def install(conn: psycopg.Connection[object], root: Path | None = None) -> list[
     return ran
 
 
-def _run_file(conn: psycopg.Connection[object], path: Path) -> None:
+def _run_file(conn: psycopg.Connection[Any], path: Path) -> None:
     try:
         conn.execute(path.read_bytes())
     except psycopg.Error as exc:
@@ -121,7 +122,7 @@ def _run_file(conn: psycopg.Connection[object], path: Path) -> None:
         ) from exc
 
 
-def verify(conn: psycopg.Connection[object], root: Path | None = None) -> list[str]:
+def verify(conn: psycopg.Connection[Any], root: Path | None = None) -> list[str]:
     """Problems with the installed schema; empty when present, current and unaltered."""
     applied = applied_versions(conn)
     if not applied:
@@ -150,7 +151,7 @@ def verify(conn: psycopg.Connection[object], root: Path | None = None) -> list[s
     return problems
 
 
-def uninstall(conn: psycopg.Connection[object]) -> bool:
+def uninstall(conn: psycopg.Connection[Any]) -> bool:
     """Drop everything pgq-thin created; False when there was nothing to drop."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", INSTALL_LOCK)

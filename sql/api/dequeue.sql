@@ -4,11 +4,12 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgq
 AS $$
 DECLARE
+    v_now timestamptz := pgq.now();
     v_ids bigint[];
 BEGIN
     v_ids := ARRAY(
         SELECT j.id FROM pgq.jobs AS j
-        WHERE j.state = 'scheduled' AND j.run_at <= pgq.now()
+        WHERE j.state = 'scheduled' AND j.run_at <= v_now
         ORDER BY j.run_at
         LIMIT max_jobs
         FOR UPDATE SKIP LOCKED);
@@ -35,9 +36,10 @@ SET search_path = pg_catalog, pgq
 AS $$
 DECLARE
     v_now timestamptz := pgq.now();
-    v_names text[] := '{}';
-    v_allow integer[] := '{}';
-    v_timeouts interval[] := '{}';
+    v_names text[] := ARRAY[]::text[];
+    v_allow integer[] := ARRAY[]::integer[];
+    v_timeouts interval[] := ARRAY[]::interval[];
+    v_max_attempts integer[] := ARRAY[]::integer[];
     v_ids bigint[];
     v_running integer;
     v_n integer;
@@ -59,7 +61,7 @@ BEGIN
     -- What each entrypoint may still start. A limited entrypoint is claimed under a transaction
     -- lock, and the running jobs are counted after taking it, so limits hold across callers.
     FOR r IN
-        SELECT e.name, e.concurrency_limit, e.timeout
+        SELECT e.name, e.concurrency_limit, e.timeout, e.max_attempts
         FROM pgq.entrypoints AS e
         WHERE e.name = ANY (entrypoints) AND NOT e.paused
         ORDER BY e.name
@@ -79,6 +81,7 @@ BEGIN
             v_names := v_names || r.name;
             v_allow := v_allow || v_n;
             v_timeouts := v_timeouts || r.timeout;
+            v_max_attempts := v_max_attempts || r.max_attempts;
         END IF;
     END LOOP;
     IF cardinality(v_names) = 0 THEN
@@ -111,12 +114,10 @@ BEGIN
         timeout_at = v_now + t.timeout,
         worker_id = dequeue.worker_id,
         started_at = v_now
-    FROM unnest(v_names, v_timeouts) AS t(name, timeout)
+    FROM unnest(v_names, v_timeouts, v_max_attempts) AS t(name, timeout, max_attempts)
     WHERE j.id = ANY (v_ids) AND t.name = j.entrypoint
     RETURNING j.id, j.entrypoint, j.payload, j.headers, j.priority, j.attempt,
-              coalesce(j.max_attempts, (SELECT e.max_attempts FROM pgq.entrypoints AS e
-                                        WHERE e.name = j.entrypoint)),
-              j.lease_token, j.lease_expires_at, j.enqueued_at;
+              coalesce(j.max_attempts, t.max_attempts), j.lease_token, j.lease_expires_at, j.enqueued_at;
 END
 $$;
 COMMENT ON FUNCTION pgq.dequeue(text[], integer, text, interval) IS

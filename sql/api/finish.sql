@@ -27,7 +27,7 @@ BEGIN
         JOIN (SELECT DISTINCT ON (x.id) x.* FROM unnest(job_ids, errors, retryable) AS x(id, error, retryable)
               ORDER BY x.id) AS u ON u.id = j.id
         LEFT JOIN pgq.entrypoints AS e ON e.name = j.entrypoint
-        WHERE j.id = ANY (job_ids) AND j.state = 'running'
+        WHERE j.id = ANY (job_ids) AND j.lease_token IS NOT NULL
     ), requeued AS (
         UPDATE pgq.jobs AS j SET
             state = CASE WHEN t.delay > interval '0' THEN 'scheduled' ELSE 'queued' END,
@@ -86,7 +86,7 @@ BEGIN
     WITH ended AS (
         DELETE FROM pgq.jobs AS j
         USING unnest(job_ids, lease_tokens, results) AS u(id, token, result)
-        WHERE j.id = ANY (job_ids) AND j.id = u.id AND j.lease_token = u.token AND j.state = 'running'
+        WHERE j.id = ANY (job_ids) AND j.id = u.id AND j.lease_token = u.token
         RETURNING j.*, u.result
     ), archived AS (
         INSERT INTO pgq.job_history (id, entrypoint, state, priority, attempt, max_attempts, dedupe_key,
@@ -139,7 +139,7 @@ BEGIN
     v_held := ARRAY(
         SELECT j.id FROM pgq.jobs AS j
         JOIN unnest(job_ids, lease_tokens) AS u(id, token) ON u.id = j.id AND u.token = j.lease_token
-        WHERE j.id = ANY (job_ids) AND j.state = 'running'
+        WHERE j.id = ANY (job_ids)
         FOR UPDATE OF j);
     SELECT array_agg(u.id), array_agg(coalesce(u.error, 'unknown error')), array_agg(u.retryable)
     INTO v_ids, v_errors, v_retryable
@@ -185,7 +185,7 @@ BEGIN
             lease_expires_at = NULL, timeout_at = NULL, worker_id = NULL, started_at = NULL
         FROM unnest(job_ids, lease_tokens) AS u(id, token)
         WHERE j.id = ANY (job_ids) AND j.id = u.id AND j.lease_token = u.token
-          AND j.state = 'running' AND NOT j.cancel_requested
+          AND NOT j.cancel_requested
         RETURNING j.entrypoint
     )
     SELECT count(*), array_agg(DISTINCT r.entrypoint) INTO v_released, v_ready FROM released AS r;
@@ -195,7 +195,7 @@ BEGIN
     v_cancelled := ARRAY(
         SELECT j.id FROM pgq.jobs AS j
         JOIN unnest(job_ids, lease_tokens) AS u(id, token) ON u.id = j.id AND u.token = j.lease_token
-        WHERE j.id = ANY (job_ids) AND j.state = 'running' AND j.cancel_requested
+        WHERE j.id = ANY (job_ids) AND j.cancel_requested
         FOR UPDATE OF j);
     PERFORM pgq.settle_failures(v_cancelled, array_fill('cancelled'::text, ARRAY[cardinality(v_cancelled)]), NULL);
     RETURN v_released;
@@ -227,7 +227,7 @@ BEGIN
         UPDATE pgq.jobs AS j SET lease_expires_at = least(v_now + lease_duration, j.timeout_at)
         FROM unnest(job_ids, lease_tokens) AS u(id, token)
         WHERE j.id = ANY (job_ids) AND j.id = u.id AND j.lease_token = u.token
-          AND j.state = 'running' AND NOT j.cancel_requested
+          AND NOT j.cancel_requested
         RETURNING j.id, j.lease_expires_at
     )
     SELECT coalesce(array_agg(e.id), '{}') INTO v_held FROM extended AS e WHERE e.lease_expires_at > v_now;

@@ -4,11 +4,12 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgq
 AS $$
 DECLARE
+    v_now timestamptz := pgq.now();
     v_ids bigint[];
 BEGIN
     v_ids := ARRAY(
         SELECT j.id FROM pgq.jobs AS j
-        WHERE j.state = 'running' AND j.lease_expires_at <= pgq.now()
+        WHERE j.state = 'running' AND j.lease_expires_at <= v_now
         ORDER BY j.lease_expires_at
         LIMIT max_jobs
         FOR UPDATE SKIP LOCKED);

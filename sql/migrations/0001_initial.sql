@@ -51,7 +51,9 @@ CREATE TABLE pgq.jobs (
     started_at timestamptz,
     last_error text,
     payload jsonb NOT NULL DEFAULT '{}',
-    headers jsonb NOT NULL DEFAULT '{}'
+    headers jsonb NOT NULL DEFAULT '{}',
+    -- A lease token exists exactly while the job runs, so matching a token proves the lease.
+    CONSTRAINT jobs_lease_check CHECK ((state = 'running') = (lease_token IS NOT NULL))
 );
 
 -- The claim order: per entrypoint, highest priority first, then FIFO.
@@ -85,7 +87,8 @@ CREATE TABLE pgq.job_history (
     headers jsonb NOT NULL
 );
 
-CREATE INDEX job_history_finished_idx ON pgq.job_history (finished_at);
+-- Rows arrive in finishing order, so a BRIN index serves retention and recent counts cheaply.
+CREATE INDEX job_history_finished_idx ON pgq.job_history USING brin (finished_at);
 CREATE INDEX job_history_failed_idx ON pgq.job_history (entrypoint, finished_at)
     WHERE state = 'failed';
 

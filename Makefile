@@ -1,0 +1,63 @@
+# pgq-thin: the front door. `make test` works on a fresh machine (the pytest plugin
+# starts a throwaway PostgreSQL when none accepts connections).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv deps lint test demo bench
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+# Debian packages the SQL tests use (plpgsql_check, pgTAP + pg_prove), for the
+# PostgreSQL major version actually installed. Root only; skipped otherwise.
+# PG_MAJOR overrides the detected version (highest /usr/lib/postgresql/N with a server).
+deps:
+	@pgver="$(PG_MAJOR)"; \
+	[ -n "$$pgver" ] || pgver=$$(ls -d /usr/lib/postgresql/*/bin/postgres 2>/dev/null \
+		| sed -E 's|^/usr/lib/postgresql/([^/]+)/.*|\1|' | sort -n | tail -1); \
+	if [ -z "$$pgver" ] && command -v pg_config >/dev/null; then \
+		pgver=$$(pg_config --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/'); fi; \
+	if [ -z "$$pgver" ]; then echo "deps: no PostgreSQL found; skipping"; exit 0; fi; \
+	missing=""; \
+	[ -f /usr/share/postgresql/$$pgver/extension/plpgsql_check.control ] \
+		|| missing="$$missing postgresql-$$pgver-plpgsql-check"; \
+	[ -f /usr/share/postgresql/$$pgver/extension/pgtap.control ] \
+		|| missing="$$missing postgresql-$$pgver-pgtap"; \
+	command -v pg_prove >/dev/null || missing="$$missing pgtap"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+		echo "deps: missing$$missing (not root or no apt-get; install them yourself); skipping"; \
+		exit 0; fi; \
+	echo "deps: installing$$missing"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update -qq && apt-get install -y -qq $$missing >/dev/null
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict pgq_thin
+
+test: venv deps lint
+	$(BIN)/pytest
+
+demo: venv
+	@set -e; \
+	if [ -z "$$DATABASE_URL" ]; then \
+		$(BIN)/pgq-thin db start >/dev/null; \
+		export DATABASE_URL=$$($(BIN)/pgq-thin db url); \
+		echo "using the local database: $$DATABASE_URL"; \
+	fi; \
+	$(BIN)/pgq-thin install; \
+	$(BIN)/pgq-thin verify
+
+bench: venv
+	@if [ -f bench/run.py ]; then $(BIN)/python bench/run.py; \
+	else echo "bench: no bench/run.py yet"; fi

@@ -1,0 +1,123 @@
+"""The `pgq-thin` command line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from pgq_thin import __version__, schema
+from pgq_thin.connection import connect, describe, resolve_dsn
+from pgq_thin.errors import PgqError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def clear_errors(func: F) -> F:
+    """Turn a PgqError into one line on stderr and exit status 1."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PgqError as exc:
+            click.echo(f"pgq-thin: error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.version_option(__version__, prog_name="pgq-thin")
+def main() -> None:
+    """pgq-thin: a PostgreSQL job queue whose rules live in SQL."""
+
+
+database_option = click.option(
+    "--database-url",
+    "-d",
+    "dsn",
+    metavar="URL",
+    help="PostgreSQL URL or DSN [env: DATABASE_URL; libpq PG* variables also work].",
+)
+
+
+@main.command()
+@database_option
+@clear_errors
+def install(dsn: str | None) -> None:
+    """Install the pgq schema (or bring it up to date)."""
+    with connect(dsn) as conn:
+        ran = schema.install(conn)
+        version = schema.latest_version()
+    if ran:
+        click.echo(f"installed pgq schema version {version} ({', '.join(ran)})")
+    else:
+        click.echo(f"pgq schema version {version} was already installed; functions re-applied")
+
+
+@main.command()
+@database_option
+@click.option("--plan", is_flag=True, help="Print what would run, change nothing.")
+@clear_errors
+def upgrade(dsn: str | None, plan: bool) -> None:
+    """Apply pending migrations and re-apply the functions and views."""
+    with connect(dsn) as conn:
+        if plan:
+            for step in schema.plan(conn):
+                click.echo(step)
+            return
+        ran = schema.install(conn)
+    version = schema.latest_version()
+    done = f"applied {', '.join(ran)}" if ran else "no pending migrations"
+    click.echo(f"pgq schema at version {version}: {done}; functions re-applied")
+
+
+@main.command()
+@database_option
+@click.option("--yes", is_flag=True, help="Really drop schema pgq and every job in it.")
+@clear_errors
+def uninstall(dsn: str | None, yes: bool) -> None:
+    """Remove everything pgq-thin created (all jobs are lost)."""
+    if not yes:
+        raise PgqError("uninstall drops schema pgq and every job in it: rerun with --yes")
+    with connect(dsn) as conn:
+        dropped = schema.uninstall(conn)
+    click.echo("pgq schema removed" if dropped else "pgq was not installed; nothing to remove")
+
+
+@main.command()
+@database_option
+@clear_errors
+def verify(dsn: str | None) -> None:
+    """Exit 0 when the schema is installed, current and unaltered."""
+    resolved = resolve_dsn(dsn)
+    with connect(resolved) as conn:
+        problems = schema.verify(conn)
+    if problems:
+        raise PgqError("; ".join(problems))
+    click.echo(f"ok: pgq schema version {schema.latest_version()} on {describe(resolved)}")
+
+
+@main.command("sql")
+@click.option(
+    "--from-version",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Print the upgrade from this installed version (0 = fresh install).",
+)
+@clear_errors
+def sql_command(from_version: int) -> None:
+    """Print the install/upgrade SQL, for `psql -v ON_ERROR_STOP=1 -f -`."""
+    click.echo(schema.install_sql(from_version), nl=False)
+
+
+# Subcommands owned by other modules are registered at the bottom.
+from pgq_thin.localdb import db  # noqa: E402
+
+main.add_command(db)
+
