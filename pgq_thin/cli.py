@@ -120,4 +120,3 @@ def sql_command(from_version: int) -> None:
 from pgq_thin.localdb import db  # noqa: E402
 
 main.add_command(db)
-
