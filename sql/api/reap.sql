@@ -9,7 +9,7 @@ DECLARE
 BEGIN
     v_ids := ARRAY(
         SELECT j.id FROM pgq.jobs AS j
-        WHERE j.state = 'running' AND j.lease_expires_at <= v_now
+        WHERE j.lease_expires_at <= v_now
         ORDER BY j.lease_expires_at
         LIMIT max_jobs
         FOR UPDATE SKIP LOCKED);

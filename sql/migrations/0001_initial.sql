@@ -52,16 +52,21 @@ CREATE TABLE pgq.jobs (
     last_error text,
     payload jsonb NOT NULL DEFAULT '{}',
     headers jsonb NOT NULL DEFAULT '{}',
-    -- A lease token exists exactly while the job runs, so matching a token proves the lease.
-    CONSTRAINT jobs_lease_check CHECK ((state = 'running') = (lease_token IS NOT NULL))
+    -- A lease exists exactly while the job runs: matching a token proves the lease, and the
+    -- reaper finds leases through their expiry alone.
+    CONSTRAINT jobs_lease_check CHECK (
+        (state = 'running') = (lease_token IS NOT NULL)
+        AND (state = 'running') = (lease_expires_at IS NOT NULL)
+    )
 );
 
 -- The claim order: per entrypoint, highest priority first, then FIFO.
 CREATE INDEX jobs_claim_idx ON pgq.jobs (entrypoint, priority DESC, id) WHERE state = 'queued';
 -- Scheduled jobs (delayed enqueue, retry backoff) by due time, promoted to queued when due.
 CREATE INDEX jobs_due_idx ON pgq.jobs (run_at) WHERE state = 'scheduled';
--- Running jobs: lease expiry for the reaper, per entrypoint for concurrency limits.
-CREATE INDEX jobs_lease_idx ON pgq.jobs (lease_expires_at) WHERE state = 'running';
+-- Running jobs: lease expiry for the reaper, per entrypoint for concurrency limits. The lease
+-- index's predicate differs from the other's so that no plan reaps by walking every running job.
+CREATE INDEX jobs_lease_idx ON pgq.jobs (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
 CREATE INDEX jobs_running_idx ON pgq.jobs (entrypoint) WHERE state = 'running';
 -- At most one live job per dedupe key.
 CREATE UNIQUE INDEX jobs_dedupe_idx ON pgq.jobs (dedupe_key) WHERE dedupe_key IS NOT NULL;
