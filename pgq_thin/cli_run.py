@@ -1,0 +1,231 @@
+"""`pgq-thin run` (serve an App's entrypoints) and `pgq-thin enqueue` (add one job)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+
+import click
+import psycopg
+
+from pgq_thin.app import App
+from pgq_thin.cli import clear_errors
+from pgq_thin.config import Settings, env_var, load_settings
+from pgq_thin.connection import connect
+from pgq_thin.consumer import Worker
+from pgq_thin.errors import PgqError
+from pgq_thin.producer import Queue
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULTS = Settings()
+
+# Setting -> (metavar, help); each flag's help adds its default and environment variable.
+SETTING_FLAGS = {
+    "database_url": ("URL", "PostgreSQL URL or DSN (libpq PG* variables also work)."),
+    "max_concurrent_jobs": ("N", "Jobs this worker runs at once."),
+    "job_timeout": (
+        "SECONDS",
+        "Seconds a job may run before it fails with 'timeout' "
+        "(0 = none; an entrypoint's own timeout wins).",
+    ),
+    "batch_size": ("N", "Most jobs claimed in one pgq.dequeue call."),
+    "poll_interval": ("SECONDS", "Polling period when no NOTIFY arrives."),
+    "shutdown_grace": (
+        "SECONDS",
+        "On SIGINT/SIGTERM, how long running jobs may finish "
+        "before they are released to the queue.",
+    ),
+    "lease_duration": (
+        "SECONDS",
+        "Lease per claim, renewed every third of it; a crashed worker's jobs run again after it.",
+    ),
+    "log_level": ("LEVEL", "DEBUG, INFO, WARNING or ERROR."),
+}
+
+
+def _show(value: object) -> str:
+    return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def setting_options(func: F) -> F:
+    """Add one `--flag` per setting (all strings, validated by pgq_thin.config)."""
+    for key, (metavar, text) in reversed(SETTING_FLAGS.items()):
+        flag = "--" + key.replace("_", "-")
+        default = getattr(DEFAULTS, key)
+        shown = "" if key == "database_url" else f" [default: {_show(default)}]"
+        func = click.option(
+            flag, key, metavar=metavar, help=f"{text}{shown} [env: {env_var(key)}]"
+        )(func)
+    return func
+
+
+def load_target(spec: str) -> object:
+    """Import MODULE:ATTRIBUTE, with the current directory on sys.path."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise PgqError(f"expected MODULE:FACTORY (e.g. consumer:main), got {spec!r}")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not f"{module_name}.".startswith(f"{exc.name}."):
+            raise  # the module exists but an import inside it failed: show the traceback
+        raise PgqError(f"cannot import {module_name!r} from {cwd}: {exc}") from exc
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise PgqError(f"module {module_name!r} has no attribute {attribute!r}") from None
+
+
+@asynccontextmanager
+async def open_app(target: object) -> AsyncIterator[App]:
+    """The App from a factory: an App, or a callable returning one, an awaitable of one,
+    or an async context manager yielding one."""
+    value = target() if callable(target) else target
+    if inspect.isawaitable(value):
+        value = await value
+    if hasattr(value, "__aenter__") and hasattr(value, "__aexit__"):
+        async with value as entered:
+            yield _expect_app(entered)
+    else:
+        yield _expect_app(value)
+
+
+def _expect_app(value: object) -> App:
+    if not isinstance(value, App):
+        raise PgqError(f"the factory gave {type(value).__name__}, expected a pgq_thin.App")
+    return value
+
+
+@click.command()
+@click.argument("factory", metavar="MODULE:FACTORY")
+@click.option(
+    "--mode",
+    type=click.Choice(["forever", "drain"]),
+    default="forever",
+    show_default=True,
+    help="drain: exit once no job is claimable for the app's entrypoints and none is "
+    "running (jobs due later, such as retries in backoff, are left for the next run).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    help="Config file (default: ./pgq-thin.toml, else [tool.pgq-thin] in ./pyproject.toml).",
+)
+@setting_options
+@clear_errors
+def run(factory: str, mode: str, config_path: str | None, **flags: str | None) -> None:
+    """Serve the App that MODULE:FACTORY gives (a function, sync or async, or an async
+    context manager) until SIGINT/SIGTERM: running jobs get the shutdown grace, then go
+    back to the queue. A second signal exits at once.
+
+    Settings, highest first: flags, environment variables, the config file, defaults.
+    """
+    settings = load_settings(flags, config_path=config_path)
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    target = load_target(factory)
+
+    async def serve() -> tuple[int, int]:
+        async with open_app(target) as app:
+            worker = Worker(app, settings, mode="drain" if mode == "drain" else "forever")
+            worker.install_signal_handlers()
+            return await worker.run(), worker.lingering_threads
+
+    code, lingering = asyncio.run(serve())
+    if lingering:
+        logging.getLogger("pgq_thin.worker").warning(
+            "exiting with %d handler thread(s) still running", lingering
+        )
+        logging.shutdown()
+        os._exit(code)  # threads cannot be interrupted; don't wait for them
+    sys.exit(code)
+
+
+def _json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PgqError(f"invalid JSON {what}: {exc}") from None
+
+
+def _run_at(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise PgqError(
+            f"invalid --run-at {text!r}: expected ISO 8601, e.g. 2030-01-31T12:00:00+00:00"
+        ) from None
+    return moment if moment.tzinfo else moment.astimezone()  # naive: local time
+
+
+@click.command()
+@click.argument("entrypoint")
+@click.argument("payload", metavar="[JSON]", required=False)
+@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
+@click.option("--delay", type=float, metavar="SECONDS", help="Run no sooner than this from now.")
+@click.option("--run-at", metavar="ISO-8601", help="Run no sooner than this time.")
+@click.option("--dedupe-key", metavar="KEY", help="If a live job has this key, return its id.")
+@click.option("--max-attempts", type=click.IntRange(min=1), metavar="N", help="Tries in all.")
+@click.option("--headers", metavar="JSON", help="A JSON object of headers.")
+@click.option(
+    "--database-url",
+    "-d",
+    "dsn",
+    metavar="URL",
+    help=f"{SETTING_FLAGS['database_url'][1]} [env: DATABASE_URL]",
+)
+@clear_errors
+def enqueue(
+    entrypoint: str,
+    payload: str | None,
+    priority: int,
+    delay: float | None,
+    run_at: str | None,
+    dedupe_key: str | None,
+    max_attempts: int | None,
+    headers: str | None,
+    dsn: str | None,
+) -> None:
+    """Enqueue one job for ENTRYPOINT with a JSON payload; prints the job id."""
+    if delay is not None and run_at is not None:
+        raise PgqError("give --delay or --run-at, not both")
+    body = _json(payload, "payload") if payload is not None else None
+    header_map = _json(headers, "--headers") if headers is not None else None
+    if header_map is not None and not isinstance(header_map, dict):
+        raise PgqError("--headers must be a JSON object")
+    url = load_settings({"database_url": dsn}).database_url
+    with connect(url) as conn:
+        try:
+            job_id = Queue(conn).enqueue(
+                entrypoint,
+                body,
+                priority=priority,
+                run_at=_run_at(run_at) if run_at is not None else None,
+                delay=delay,
+                dedupe_key=dedupe_key,
+                headers=header_map,
+                max_attempts=max_attempts,
+            )
+        except (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName) as exc:
+            raise PgqError("pgq is not installed in this database: run `pgq-thin install`") from exc
+        except psycopg.Error as exc:
+            raise PgqError(f"enqueue failed: {exc.diag.message_primary or exc}") from exc
+        conn.commit()
+    click.echo(job_id)

@@ -1,0 +1,276 @@
+"""Job outcomes and their fenced, batched writes (pgq.complete_many, pgq.fail_many, pgq.release).
+
+An outcome stays pending until the transaction that writes it commits: a lost connection
+delays it, never drops it. The SQL decides what an outcome means (retry or dead letter,
+stale lease); this module only reports and logs what it answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from pgq_thin.app import Job
+
+log = logging.getLogger("pgq_thin.worker")
+
+TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
+FLUSH_DELAY = 0.02  # seconds a completion may wait for others to share its write
+RETRY_MIN, RETRY_MAX = 0.05, 2.0  # backoff bounds while the database is unreachable, seconds
+
+COMPLETE_MANY = "SELECT pgq.complete_many(%s, %s, %s::text[]::jsonb[])"
+FAIL_MANY = "SELECT job_id, outcome FROM pgq.fail_many(%s, %s, %s, %s)"
+RELEASE = "SELECT pgq.release(%s, %s)"
+COMPLETE = "SELECT pgq.complete(%s, %s, %s::jsonb)"
+FAIL = "SELECT pgq.fail(%s, %s, %s, %s)"
+
+
+def kv(job: Job, **extra: object) -> str:
+    """`id=… entrypoint=… attempt=…` plus extras, quoting values that need it."""
+    pairs = {"id": job.id, "entrypoint": job.entrypoint, "attempt": job.attempt, **extra}
+    parts = []
+    for key, value in pairs.items():
+        text = str(value)
+        if not text or any(c in text for c in ' "=\n'):
+            text = json.dumps(text)
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+class Retry:
+    """Exponential backoff while the database is unreachable."""
+
+    def __init__(self) -> None:
+        self.delay = RETRY_MIN
+
+    def next(self) -> float:
+        delay, self.delay = self.delay, min(self.delay * 2, RETRY_MAX)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = RETRY_MIN
+
+
+def _clean(text: str) -> str:
+    """PostgreSQL text cannot hold NUL characters."""
+    return text.replace("\x00", "\\x00")
+
+
+@dataclass(eq=False)
+class Outcome:
+    """How one claim of a job ended, waiting to be written."""
+
+    job: Job
+    kind: Literal["complete", "fail", "release"]
+    duration: float = 0.0
+    result: str | None = None  # JSON text
+    error: str = ""  # stored on the job
+    summary: str = ""  # for the log line
+    retryable: bool = True
+
+    @classmethod
+    def success(cls, job: Job, result: Any, duration: float) -> Outcome:
+        """A completion, or a failure when the result is not JSON."""
+        try:
+            text = None if result is None else json.dumps(result)
+        except (TypeError, ValueError) as exc:
+            error = f"result is not JSON-serializable: {exc}"
+            return cls.failure(job, duration, error, retryable=False)
+        return cls(job, "complete", duration, result=text)
+
+    @classmethod
+    def failure(
+        cls, job: Job, duration: float, error: str, summary: str = "", retryable: bool = True
+    ) -> Outcome:
+        """A failed try; the SQL decides between retry and dead letter."""
+        error = _clean(error)
+        return cls(
+            job, "fail", duration, error=error, summary=summary or error, retryable=retryable
+        )
+
+    @classmethod
+    def exception(cls, job: Job, duration: float, exc: BaseException, retryable: bool) -> Outcome:
+        """A handler that raised: type, message and traceback in the error."""
+        kind = type(exc)
+        name = kind.__qualname__
+        if kind.__module__ != "builtins":
+            name = f"{kind.__module__}.{name}"
+        summary = f"{name}: {exc}" if str(exc) else name
+        trace = "".join(traceback.format_exception(exc))
+        return cls.failure(
+            job, duration, f"{summary}\n\n{trace}", _clean(summary.splitlines()[0]), retryable
+        )
+
+
+class _NotAllHeld(Exception):
+    """complete_many finished fewer jobs than it was given."""
+
+
+def _leases(outcomes: list[Outcome]) -> tuple[list[int], list[uuid.UUID]]:
+    """The (job_ids, lease_tokens) arrays of the fenced pgq functions."""
+    return [o.job.id for o in outcomes], [o.job.lease_token for o in outcomes]
+
+
+class OutcomeWriter:
+    """Writes outcomes in batches; calls `settled(outcome)` once each is written or refused."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], settled: Callable[[Outcome], None]) -> None:
+        self._pool = pool
+        self._settled = settled
+        self._pending: list[Outcome] = []
+        self._ready = asyncio.Event()
+        self._closing = False
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, outcome: Outcome) -> None:
+        self._pending.append(outcome)
+        self._ready.set()
+
+    def close(self) -> None:
+        """Let `run` return once everything pending is written."""
+        self._closing = True
+        self._ready.set()
+
+    async def run(self) -> None:
+        """Write pending outcomes until closed and empty, retrying through lost connections."""
+        retry = Retry()
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                await self._ready.wait()
+                self._ready.clear()
+                # Completions wait a moment to share a write; failures (a timeout races the
+                # database's own reaper) and releases go at once.
+                if not self._closing and all(o.kind == "complete" for o in self._pending):
+                    await asyncio.sleep(FLUSH_DELAY)
+                continue
+            try:
+                await self._write(list(self._pending))
+            except TRANSIENT as exc:
+                delay = retry.next()
+                log.warning(
+                    "could not record %d job outcome(s): %s; retrying in %gs",
+                    len(self._pending), one_line(exc), delay,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+                continue
+            retry.reset()
+
+    async def _write(self, batch: list[Outcome]) -> None:
+        """One transaction for the batch; on a stale completion or a refused row, one by one."""
+        done = [o for o in batch if o.kind == "complete"]
+        failed = [o for o in batch if o.kind == "fail"]
+        released = [o for o in batch if o.kind == "release"]
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                if done:
+                    cur = await conn.execute(
+                        COMPLETE_MANY, (*_leases(done), [o.result for o in done])
+                    )
+                    row = await cur.fetchone()
+                    if row is None or row[0] != len(done):
+                        raise _NotAllHeld
+                answers: dict[int, str] = {}
+                if failed:
+                    params = (
+                        *_leases(failed),
+                        [o.error for o in failed],
+                        [o.retryable for o in failed],
+                    )
+                    cur = await conn.execute(FAIL_MANY, params)
+                    answers = dict(await cur.fetchall())
+                if released:
+                    await conn.execute(RELEASE, _leases(released))
+        except TRANSIENT:
+            raise
+        except (_NotAllHeld, psycopg.Error):
+            for outcome in batch:
+                await self._write_one(outcome)
+            return
+        written = {id(o) for o in batch}
+        self._pending = [o for o in self._pending if id(o) not in written]
+        for outcome in done:
+            self._done(outcome, "succeeded")
+        for outcome in failed:
+            self._done(outcome, answers.get(outcome.job.id, "stale"))
+        for outcome in released:
+            self._done(outcome, "released")
+
+    async def _write_one(self, outcome: Outcome) -> None:
+        job = outcome.job
+        async with self._pool.connection() as conn:
+            try:
+                if outcome.kind == "complete":
+                    cur = await conn.execute(COMPLETE, (job.id, job.lease_token, outcome.result))
+                elif outcome.kind == "fail":
+                    params = (job.id, job.lease_token, outcome.error, outcome.retryable)
+                    cur = await conn.execute(FAIL, params)
+                else:
+                    cur = await conn.execute(RELEASE, ([job.id], [job.lease_token]))
+                row = await cur.fetchone()
+            except TRANSIENT:
+                raise
+            except psycopg.Error as exc:
+                self._refused(outcome, exc)
+                return
+        answer = row[0] if row else None  # fail: its outcome; complete: bool; release: count
+        if outcome.kind != "fail" and answer:
+            answer = "succeeded" if outcome.kind == "complete" else "released"
+        self._pending.remove(outcome)
+        self._done(outcome, answer or "stale")
+
+    def _refused(self, outcome: Outcome, exc: psycopg.Error) -> None:
+        """The database refused the outcome itself: a result becomes a failure, else give up."""
+        message = exc.diag.message_primary or str(exc)
+        self._pending.remove(outcome)
+        if outcome.kind == "complete":
+            error = f"result could not be stored: {message}"
+            self._pending.append(
+                Outcome.failure(outcome.job, outcome.duration, error, retryable=False)
+            )
+            return
+        log.error("job outcome refused by the database %s", kv(outcome.job, error=message))
+        self._settled(outcome)
+
+    def _done(self, outcome: Outcome, answer: str) -> None:
+        """Let go of a written outcome and log what the database answered."""
+        self._settled(outcome)
+        fields: dict[str, object] = {"duration": f"{outcome.duration:.3f}s"}
+        if answer == "succeeded":
+            if log.isEnabledFor(logging.INFO):
+                log.info("job succeeded %s", kv(outcome.job, **fields))
+        elif answer == "released":
+            log.info("job released %s", kv(outcome.job, **fields))
+        elif answer == "stale":
+            if outcome.summary:
+                fields["error"] = outcome.summary
+            log.warning(
+                "job outcome not recorded: lease already gone (reaped after expiry or timeout,"
+                " or cancelled) %s",
+                kv(outcome.job, **fields, outcome=outcome.kind),
+            )
+        else:
+            level = logging.WARNING if answer == "queued" else logging.ERROR
+            log.log(
+                level,
+                "job failed %s",
+                kv(outcome.job, **fields, outcome=answer, error=outcome.summary),
+            )

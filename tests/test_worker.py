@@ -1,0 +1,387 @@
+"""The worker runtime end to end: real `pgq-thin run` subprocesses against real PostgreSQL.
+
+The app they serve is tests/worker_app.py; its handlers record starts and ends in `events`.
+Waits are bounded polls; nothing asserts how long anything took.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgq_thin import NewJob, Queue
+
+REPO = Path(__file__).resolve().parents[1]
+APP = Path(__file__).with_name("worker_app.py")
+OWN_ENV = ("DATABASE_URL", "MAX_CONCURRENT_JOBS", "JOB_TIMEOUT", "PGQ_", "WORKER_APP_", "PG")
+Conn = psycopg.Connection[Any]
+
+
+class WorkerProcess:
+    """`pgq-thin run worker_app:main` in `workdir`, logging to a file there."""
+
+    def __init__(self, dsn: str, workdir: Path, args: list[str], env: dict[str, str], name: str):
+        self.log_path = workdir / f"{name}.log"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(OWN_ENV)}
+        full_env.update(PGQ_POLL_INTERVAL="0.2", PGQ_SHUTDOWN_GRACE="5")
+        full_env.update(env, DATABASE_URL=dsn, PYTHONPATH=str(REPO))
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pgq_thin", "run", "worker_app:main", *args],
+                cwd=workdir,
+                env=full_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait(self, timeout: float = 30) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"worker still running after {timeout}s; log:\n{self.log()}")
+
+    def send(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+
+Start = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def db(pgq_conn: Conn) -> Conn:
+    """The test database, with the `events` table the app's handlers write to."""
+    pgq_conn.execute(
+        "CREATE TABLE events (job_id bigint, attempt int, event text, running int, pid int,"
+        " at timestamptz NOT NULL DEFAULT clock_timestamp())"
+    )
+    return pgq_conn
+
+
+@pytest.fixture
+def start_worker(pgq_dsn: str, tmp_path: Path) -> Iterator[Start]:
+    """Start workers on the test database; any still running at the end are killed."""
+    shutil.copy(APP, tmp_path / APP.name)
+    started: list[WorkerProcess] = []
+
+    def start(
+        *args: str, dsn: str = pgq_dsn, policy: dict[str, Any] | None = None, **env: str
+    ) -> WorkerProcess:
+        if policy is not None:
+            env["WORKER_APP_POLICY"] = json.dumps(policy)
+        worker = WorkerProcess(dsn, tmp_path, list(args), env, f"worker{len(started)}")
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.proc.poll() is None:
+            worker.proc.kill()
+            worker.proc.wait()
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def enqueue(conn: Conn, entrypoint: str, payloads: list[dict[str, Any]]) -> list[int]:
+    return Queue(conn).enqueue_many([NewJob(entrypoint, p) for p in payloads])
+
+
+def history(conn: Conn) -> dict[int, tuple[str, int, str | None, Any]]:
+    """id -> (state, attempt, error, result) of finished jobs."""
+    rows = conn.execute("SELECT id, state, attempt, error, result FROM pgq.job_history").fetchall()
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def finished(conn: Conn, ids: list[int]) -> bool:
+    return set(ids) <= set(history(conn))
+
+
+def count(conn: Conn, sql: str, *params: Any) -> int:
+    row = conn.execute(sql, params).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def starts(conn: Conn, job_ids: list[int] | None = None) -> int:
+    if job_ids is None:
+        return count(conn, "SELECT count(*) FROM events WHERE event = 'start'")
+    return count(
+        conn, "SELECT count(*) FROM events WHERE event = 'start' AND job_id = ANY(%s)", job_ids
+    )
+
+
+def test_runs_async_and_sync_handlers_and_stores_results(db: Conn, start_worker: Start) -> None:
+    async_ids = enqueue(db, "async_job", [{"value": i} for i in range(8)])
+    sync_ids = enqueue(db, "sync_job", [{"value": i} for i in range(8)])
+    worker = start_worker("--mode", "drain")
+    assert worker.wait() == 0, worker.log()
+    done = history(db)
+    for i, job_id in enumerate(async_ids + sync_ids):
+        assert done[job_id] == ("succeeded", 1, None, {"value": i % 8, "attempt": 1})
+    log = worker.log()
+    assert "entrypoints=async_job,sync_job" in log and "max_concurrent_jobs=10" in log
+    assert "password" not in log
+    first = async_ids[0]
+    assert f"job started id={first} entrypoint=async_job attempt=1" in log
+    assert f"job succeeded id={first} entrypoint=async_job attempt=1 duration=" in log
+
+
+def test_max_concurrent_jobs_is_never_exceeded(db: Conn, start_worker: Start) -> None:
+    ids = enqueue(db, "async_job", [{"sleep": 0.2}] * 6)
+    ids += enqueue(db, "sync_job", [{"sleep": 0.2}] * 6)
+    worker = start_worker("--mode", "drain", "--batch-size", "50", MAX_CONCURRENT_JOBS="3")
+    assert worker.wait() == 0, worker.log()
+    assert all(state == "succeeded" for state, *_ in history(db).values())
+    assert count(db, "SELECT max(running) FROM events WHERE event = 'start'") == 3
+    assert starts(db) == len(ids)
+
+
+def test_job_timeout_stops_the_handler_and_the_job_is_retried(
+    db: Conn, start_worker: Start
+) -> None:
+    ids = enqueue(db, "async_job", [{"sleep": 60}]) + enqueue(db, "sync_job", [{"sleep": 60}])
+    # Both attempts time out (the sync handler notices job.cancelled); then the job is dead.
+    # async_job's timeout is its own (also enforced by pgq.reap), sync_job's is JOB_TIMEOUT.
+    retry = {"max_attempts": 2, "backoff": [0, 1, 0, 0]}
+    policy = {"async_job": {**retry, "timeout": 0.3}, "sync_job": retry}
+    worker = start_worker("--mode", "drain", JOB_TIMEOUT="0.3", policy=policy)
+    assert worker.wait() == 0, worker.log()
+    done = history(db)
+    for job_id in ids:
+        assert done[job_id][:3] == ("failed", 2, "timeout")
+    assert count(db, "SELECT count(*) FROM events WHERE event = 'end'") == 0
+    assert starts(db) == 4
+    assert f"job failed id={ids[1]} entrypoint=sync_job attempt=1" in worker.log()
+    assert 'error="timeout after 0.3s"' in worker.log()
+
+
+def test_retries_follow_the_backoff_policy(db: Conn, start_worker: Start) -> None:
+    [flaky] = enqueue(db, "async_job", [{"fail_until": 2, "value": "x"}])
+    [doomed] = enqueue(db, "sync_job", [{"fail_until": 99}])
+    [fatal] = enqueue(db, "async_job", [{"fatal": True}])
+    [bad] = enqueue(db, "sync_job", [{"bad_result": True}])
+    [nul] = enqueue(db, "async_job", [{"nul_result": True}])
+    policy = {
+        "async_job": {"max_attempts": 3, "backoff": [0.3, 2, 10, 0]},
+        "sync_job": {"max_attempts": 2, "backoff": [0, 1, 0, 0]},
+    }
+    worker = start_worker(policy=policy)  # drain mode would not wait for scheduled retries
+    wait_for(lambda: finished(db, [flaky, doomed, fatal, bad, nul]), "every job to finish")
+    worker.send(signal.SIGTERM)
+    assert worker.wait() == 0, worker.log()
+    done = history(db)
+
+    assert done[flaky] == ("succeeded", 3, None, {"value": "x", "attempt": 3})
+    gaps = db.execute(
+        "SELECT extract(epoch FROM at - lag(at) OVER (ORDER BY attempt)) FROM events"
+        " WHERE job_id = %s AND event = 'start' ORDER BY attempt",
+        (flaky,),
+    ).fetchall()
+    first_gap, second_gap = (float(g) for (g,) in gaps[1:])
+    assert first_gap >= 0.3  # base
+    assert second_gap >= 0.6  # base * factor
+
+    state, attempt, error, _ = done[doomed]
+    assert (state, attempt) == ("failed", 2)
+    assert error.startswith("RuntimeError: failing attempt 2")
+    assert "Traceback (most recent call last)" in error and "worker_app.py" in error
+
+    assert done[fatal][:2] == ("failed", 1)  # not in retryable_exceptions
+    assert done[fatal][2].startswith("worker_app.Fatal: no point retrying")
+    assert done[bad][:2] == ("failed", 1)
+    assert "not JSON-serializable" in done[bad][2]
+    assert done[nul][:2] == ("failed", 1)
+    assert done[nul][2].startswith("result could not be stored: ")
+
+
+def test_heartbeats_keep_long_jobs_leased(db: Conn, start_worker: Start) -> None:
+    ids = enqueue(db, "async_job", [{"sleep": 2}]) + enqueue(db, "sync_job", [{"sleep": 2}])
+    worker = start_worker("--mode", "drain", PGQ_LEASE_DURATION="0.6")
+    assert worker.wait() == 0, worker.log()
+    assert [history(db)[i][:2] for i in ids] == [("succeeded", 1)] * 2
+
+
+def test_config_precedence_flag_over_env_over_file(
+    db: Conn, start_worker: Start, tmp_path: Path
+) -> None:
+    (tmp_path / "pgq-thin.toml").write_text("max_concurrent_jobs = 5\njob-timeout = 7\n")
+    runs = [
+        (["--max-concurrent-jobs", "7"], {"MAX_CONCURRENT_JOBS": "6"}, "max_concurrent_jobs=7"),
+        ([], {"MAX_CONCURRENT_JOBS": "6"}, "max_concurrent_jobs=6"),
+        ([], {}, "max_concurrent_jobs=5"),
+    ]
+    for flags, env, expected in runs:
+        worker = start_worker("--mode", "drain", *flags, **env)
+        assert worker.wait() == 0, worker.log()
+        assert expected in worker.log() and "job_timeout=7s" in worker.log()
+
+
+def test_killed_worker_jobs_complete_exactly_once_after_lease_expiry(
+    db: Conn, start_worker: Start
+) -> None:
+    ids = enqueue(db, "async_job", [{"sleep": 0.4, "value": i} for i in range(6)])
+    policy = {"async_job": {"backoff": [0, 1, 0, 0]}}
+    first = start_worker(MAX_CONCURRENT_JOBS="3", PGQ_LEASE_DURATION="1", policy=policy)
+    wait_for(lambda: starts(db) >= 3, "the first worker to start jobs")
+    first.proc.kill()
+    first.wait()
+    interrupted = {
+        row[0]
+        for row in db.execute(
+            "SELECT job_id FROM events GROUP BY job_id HAVING count(*) FILTER"
+            " (WHERE event = 'end') = 0"
+        )
+    }
+    assert interrupted
+
+    second = start_worker(PGQ_LEASE_DURATION="1", policy=policy)
+    wait_for(lambda: finished(db, ids), "every job to finish")
+    second.send(signal.SIGTERM)
+    assert second.wait() == 0, second.log()
+    done = history(db)
+    assert [done[i][0] for i in ids] == ["succeeded"] * len(ids)
+    for job_id in interrupted:
+        assert done[job_id][1] >= 2, f"job {job_id} ran once only though its worker died"
+    ended = db.execute("SELECT DISTINCT job_id FROM events WHERE event = 'end'").fetchall()
+    assert {row[0] for row in ended} == set(ids)
+
+
+def test_zombie_completion_is_rejected_by_lease_fencing(db: Conn, start_worker: Start) -> None:
+    [job_id] = enqueue(db, "async_job", [{"sleep": 1.5}])
+    worker = start_worker(PGQ_LEASE_DURATION="1", policy={"async_job": {"backoff": [0, 1, 0, 0]}})
+    wait_for(lambda: starts(db) == 1, "the job to start")
+    worker.send(signal.SIGSTOP)  # no heartbeats: the lease runs out
+    try:
+        wait_for(lambda: count(db, "SELECT pgq.reap()") == 1, "the expired lease to be reaped")
+    finally:
+        worker.send(signal.SIGCONT)
+    line = wait_for(
+        lambda: [ln for ln in worker.log().splitlines() if "job outcome not recorded" in ln],
+        "the zombie's outcome to be rejected",
+    )[0]
+    assert f"id={job_id} entrypoint=async_job attempt=1" in line
+    wait_for(lambda: finished(db, [job_id]), "the job to run again and finish")
+    worker.send(signal.SIGTERM)
+    assert worker.wait() == 0, worker.log()
+    assert history(db)[job_id][:2] == ("succeeded", 2)
+
+
+def test_survives_terminated_connections(db: Conn, start_worker: Start) -> None:
+    ids = enqueue(db, "async_job", [{"sleep": 0.05, "value": i} for i in range(40)])
+    worker = start_worker(MAX_CONCURRENT_JOBS="4")
+    for done_before_kill in (5, 20):
+        wait_for(lambda n=done_before_kill: len(history(db)) >= n, "some jobs to finish")
+        killed = count(
+            db,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = 'pgq-thin worker' AND datname = current_database()",
+        )
+        assert killed >= 2
+    wait_for(lambda: finished(db, ids), "every job to finish")
+    worker.send(signal.SIGTERM)
+    assert worker.wait() == 0, worker.log()
+    assert {state for state, *_ in history(db).values()} == {"succeeded"}
+    assert "connection lost" in worker.log() or "failed:" in worker.log()
+
+
+def test_survives_a_postgresql_restart(throwaway_server: Any, start_worker: Start) -> None:
+    throwaway_server.install_schema()
+    dsn = throwaway_server.dsn()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE events (job_id bigint, attempt int, event text, running int, pid int,"
+            " at timestamptz NOT NULL DEFAULT clock_timestamp())"
+        )
+        ids = enqueue(conn, "async_job", [{"sleep": 0.05} for _ in range(30)])
+    # Handlers whose own writes hit the restart fail and are retried quickly.
+    policy = {"async_job": {"max_attempts": 20, "backoff": [0.1, 1, 0.1, 0]}}
+    worker = start_worker(dsn=dsn, MAX_CONCURRENT_JOBS="4", policy=policy)
+
+    def done_count() -> int:
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                return len(history(conn))
+        except psycopg.OperationalError:
+            return 0
+
+    wait_for(lambda: done_count() >= 5, "some jobs to finish")
+    throwaway_server.restart()
+    wait_for(lambda: done_count() == len(ids), "every job to finish after the restart", 60)
+    worker.send(signal.SIGTERM)
+    assert worker.wait() == 0, worker.log()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert {state for state, *_ in history(conn).values()} == {"succeeded"}
+    assert "listener connection lost" in worker.log()
+
+
+def test_graceful_shutdown_releases_jobs_for_another_worker(db: Conn, start_worker: Start) -> None:
+    ids = enqueue(db, "async_job", [{"sleep": 60}] * 3) + enqueue(
+        db, "sync_job", [{"sleep": 60}] * 3
+    )
+    first = start_worker(MAX_CONCURRENT_JOBS="4", PGQ_SHUTDOWN_GRACE="0.2")
+    wait_for(lambda: starts(db) == 4, "four jobs to start")
+    first.send(signal.SIGTERM)
+    assert first.wait() == 0, first.log()
+    assert first.log().count("job released") == 4
+    assert not history(db)
+    states = db.execute("SELECT state, attempt FROM pgq.jobs WHERE id = ANY(%s)", (ids,)).fetchall()
+    assert sorted(states) == [("queued", 0)] * 6  # released: the attempt did not count
+
+    second = start_worker("--mode", "drain", WORKER_APP_SLEEP_SCALE="0")
+    assert second.wait() == 0, second.log()
+    done = history(db)
+    assert [done[i][:2] for i in ids] == [("succeeded", 1)] * 6
+
+
+def test_second_signal_exits_at_once(db: Conn, start_worker: Start) -> None:
+    enqueue(db, "async_job", [{"sleep": 60}])
+    worker = start_worker(PGQ_SHUTDOWN_GRACE="60")
+    wait_for(lambda: starts(db) == 1, "the job to start")
+    worker.send(signal.SIGTERM)
+    wait_for(lambda: "claiming no more jobs" in worker.log(), "the first signal to be handled")
+    worker.send(signal.SIGINT)
+    assert worker.wait(10) == 128 + signal.SIGINT
+
+
+def test_cancel_stops_a_running_handler_and_the_registry_shows_the_worker(
+    db: Conn, start_worker: Start
+) -> None:
+    ids = enqueue(db, "async_job", [{"sleep": 60}]) + enqueue(db, "sync_job", [{"sleep": 60}])
+    worker = start_worker()
+    wait_for(lambda: starts(db) == 2, "both jobs to start")
+    for job_id in ids:
+        assert db.execute("SELECT pgq.cancel(%s)", (job_id,)).fetchone() == (True,)
+    wait_for(lambda: finished(db, ids), "both jobs to end")
+    assert [history(db)[i][:2] for i in ids] == [("cancelled", 1)] * 2
+    assert "reason=cancelled" in worker.log()
+    registry = "SELECT status, entrypoints, concurrency, pid FROM pgq.workers"
+    assert db.execute(registry).fetchall() == [
+        ("alive", ["async_job", "sync_job"], 10, worker.proc.pid)
+    ]
+    worker.send(signal.SIGTERM)
+    assert worker.wait() == 0, worker.log()
+    assert db.execute(registry).fetchall() == []  # deregistered on a clean exit

@@ -1,0 +1,113 @@
+"""The app the worker tests serve with `pgq-thin run worker_app:main`.
+
+Handlers record each start and end in table `events` of the test database (with how many
+handlers of this process were running at the start), then follow their payload:
+`sleep` seconds (times WORKER_APP_SLEEP_SCALE), `fail_until` (raise while attempt <= it),
+`fatal` (raise a non-retryable error), `bad_result` / `nul_result` (return what cannot
+be stored).
+Entrypoint policies come from the JSON in WORKER_APP_POLICY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from pgq_thin import App, Job
+
+DSN = os.environ["DATABASE_URL"]
+SCALE = float(os.environ.get("WORKER_APP_SLEEP_SCALE", "1"))
+POLICY: dict[str, dict[str, Any]] = json.loads(os.environ.get("WORKER_APP_POLICY", "{}"))
+RECORD = "INSERT INTO events (job_id, attempt, event, running, pid) VALUES (%s, %s, %s, %s, %s)"
+
+RETRYABLE = (RuntimeError, psycopg.OperationalError)  # Fatal is not
+
+_lock = threading.Lock()
+_running = 0
+
+
+class Fatal(Exception):
+    """Not in retryable_exceptions: dead-letters at once."""
+
+
+def _enter() -> int:
+    global _running
+    with _lock:
+        _running += 1
+        return _running
+
+
+def _leave() -> None:
+    global _running
+    with _lock:
+        _running -= 1
+
+
+def _outcome(job: Job) -> Any:
+    if job.payload.get("fatal"):
+        raise Fatal("no point retrying")
+    if job.attempt <= job.payload.get("fail_until", 0):
+        raise RuntimeError(f"failing attempt {job.attempt}")
+    if job.payload.get("bad_result"):
+        return {1, 2}
+    if job.payload.get("nul_result"):
+        return "a\x00b"  # valid JSON that jsonb refuses
+    return {"value": job.payload.get("value"), "attempt": job.attempt}
+
+
+@asynccontextmanager
+async def main() -> AsyncIterator[App]:
+    """An async context manager factory: the async handlers share a pool it opens."""
+    app = App()
+    async with AsyncConnectionPool(
+        DSN, min_size=1, max_size=4, kwargs={"autocommit": True}
+    ) as pool:
+
+        async def record(job: Job, event: str, running: int) -> None:
+            async with pool.connection() as conn:
+                await conn.execute(RECORD, (job.id, job.attempt, event, running, os.getpid()))
+
+        @app.entrypoint("async_job", retryable_exceptions=RETRYABLE, **_policy("async_job"))
+        async def async_job(job: Job) -> Any:
+            await record(job, "start", _enter())
+            try:
+                await asyncio.sleep(job.payload.get("sleep", 0) * SCALE)
+                result = _outcome(job)
+            finally:
+                _leave()
+            await record(job, "end", 0)
+            return result
+
+        @app.entrypoint("sync_job", retryable_exceptions=RETRYABLE, **_policy("sync_job"))
+        def sync_job(job: Job) -> Any:
+            with psycopg.connect(DSN, autocommit=True) as conn:
+                conn.execute(RECORD, (job.id, job.attempt, "start", _enter(), os.getpid()))
+                try:
+                    deadline = time.monotonic() + job.payload.get("sleep", 0) * SCALE
+                    while time.monotonic() < deadline and not job.cancelled:
+                        time.sleep(0.01)
+                    if job.cancelled:  # timed out, cancelled or shutting down: stop here
+                        return None
+                    result = _outcome(job)
+                finally:
+                    _leave()
+                conn.execute(RECORD, (job.id, job.attempt, "end", 0, os.getpid()))
+            return result
+
+        yield app
+
+
+def _policy(name: str) -> dict[str, Any]:
+    policy = dict(POLICY.get(name, {}))
+    if "backoff" in policy:
+        policy["backoff"] = tuple(policy["backoff"])
+    return policy
