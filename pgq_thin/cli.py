@@ -36,13 +36,15 @@ def main() -> None:
     """pgq-thin: a PostgreSQL job queue whose rules live in SQL."""
 
 
-database_option = click.option(
-    "--database-url",
-    "-d",
-    "dsn",
-    metavar="URL",
-    help="PostgreSQL URL or DSN [env: DATABASE_URL; libpq PG* variables also work].",
-)
+def database_option(func: F) -> F:
+    """The --database-url/-d option (a typed function, so modules importing it type-check)."""
+    return click.option(
+        "--database-url",
+        "-d",
+        "dsn",
+        metavar="URL",
+        help="PostgreSQL URL or DSN [env: DATABASE_URL; libpq PG* variables also work].",
+    )(func)
 
 
 @main.command()
@@ -120,3 +122,11 @@ def sql_command(from_version: int) -> None:
 from pgq_thin.localdb import db  # noqa: E402
 
 main.add_command(db)
+from pgq_thin.cli_run import enqueue, run  # noqa: E402
+
+main.add_command(run)
+main.add_command(enqueue)
+from pgq_thin.cli_monitor import cancel, explain, jobs, pause, resume, retry, stats, workers  # noqa: E402
+
+for command in (stats, jobs, explain, retry, cancel, workers, pause, resume):
+    main.add_command(command)

@@ -23,6 +23,8 @@ from pgq_thin.testing import PgqServer
 CLI = str(Path(sys.executable).with_name("pgq-thin"))
 PSQL = str(find_bindir() / "psql") if (find_bindir() / "psql").exists() else "psql"
 _numbers = itertools.count(1)
+LATEST = schema.latest_version()
+MIGRATED = [(m.version,) for m in schema.migrations()]
 ALTER_VERSION = "CREATE OR REPLACE FUNCTION pgq.version() RETURNS text LANGUAGE sql AS 'SELECT 1'"
 
 
@@ -77,7 +79,7 @@ def query(dsn: str, sql: str) -> list[tuple[Any, ...]]:
 
 def test_cli_psql_and_sql_command_installs_are_identical(blank_db: Callable[[], str]) -> None:
     by_cli, by_psql, by_sql_command = blank_db(), blank_db(), blank_db()
-    assert "installed pgq schema version 1" in cli("install", "-d", by_cli).stdout
+    assert f"installed pgq schema version {LATEST}" in cli("install", "-d", by_cli).stdout
     psql(by_psql, "-f", str(schema.sql_dir() / "install.psql"))
     psql(by_sql_command, "-f", "-", stdin=cli("sql").stdout)
 
@@ -86,7 +88,7 @@ def test_cli_psql_and_sql_command_installs_are_identical(blank_db: Callable[[], 
     assert describe(by_psql) == reference
     assert describe(by_sql_command) == reference
     for dsn in (by_cli, by_psql, by_sql_command):
-        assert cli("verify", "-d", dsn).stdout.startswith("ok: pgq schema version 1")
+        assert cli("verify", "-d", dsn).stdout.startswith(f"ok: pgq schema version {LATEST}")
 
 
 def test_install_psql_names_every_file_in_order() -> None:
@@ -113,7 +115,7 @@ def test_second_install_changes_nothing_but_reapplies(pgq_dsn: str) -> None:
     out = cli("install", "-d", pgq_dsn).stdout
     assert "already installed; functions re-applied" in out
     assert describe(pgq_dsn) == before
-    assert query(pgq_dsn, "SELECT version FROM pgq.migrations") == [(1,)]
+    assert query(pgq_dsn, "SELECT version FROM pgq.migrations") == MIGRATED
 
 
 def test_concurrent_installs_are_serialized(blank_db: Callable[[], str]) -> None:
@@ -126,7 +128,7 @@ def test_concurrent_installs_are_serialized(blank_db: Callable[[], str]) -> None
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
-    assert query(dsn, "SELECT version FROM pgq.migrations") == [(1,)]
+    assert query(dsn, "SELECT version FROM pgq.migrations") == MIGRATED
     cli("verify", "-d", dsn)
 
 
@@ -157,30 +159,31 @@ def test_verify_names_each_problem(blank_db: Callable[[], str], pgq_dsn: str) ->
     query(pgq_dsn, "DELETE FROM pgq.migrations WHERE version >= 1")
     query(pgq_dsn, "INSERT INTO pgq.migrations (version, name) VALUES (0, 'older')")
     older = cli("verify", "-d", pgq_dsn, check=False)
-    assert older.returncode == 1 and "older than 1: run `pgq-thin upgrade`" in older.stderr
+    assert older.returncode == 1 and f"older than {LATEST}: run `pgq-thin upgrade`" in older.stderr
 
 
 def test_upgrade_plan_lists_pending_work(blank_db: Callable[[], str], pgq_dsn: str) -> None:
     fresh = cli("upgrade", "--plan", "-d", blank_db()).stdout.splitlines()
-    assert fresh[0] == "migration 0001_initial.sql"
-    assert fresh[1:] == [f"re-apply api/{p.name}" for p in schema.api_files()]
+    reapply = [f"re-apply api/{p.name}" for p in schema.api_files()]
+    assert fresh == [f"migration {m.path.name}" for m in schema.migrations()] + reapply
     current = cli("upgrade", "--plan", "-d", pgq_dsn).stdout.splitlines()
-    assert current == fresh[1:]
+    assert current == reapply
 
 
 def test_failed_migration_leaves_database_as_it_was(pgq_dsn: str, tmp_path: Path) -> None:
     root = tmp_path / "sql"
     shutil.copytree(schema.sql_dir(), root)
-    (root / "migrations" / "0002_broken.sql").write_text(
+    broken = f"{LATEST + 1:04d}_broken.sql"
+    (root / "migrations" / broken).write_text(
         "CREATE TABLE pgq.half_done (id int);\nALTER TABLE pgq.nope ADD COLUMN x int;\n"
     )
     before = describe(pgq_dsn)
     with psycopg.connect(pgq_dsn) as conn, pytest.raises(PgqError) as err:
         schema.install(conn, root)
-    assert str(err.value).startswith("migrations/0002_broken.sql failed, nothing was changed:")
+    assert str(err.value).startswith(f"migrations/{broken} failed, nothing was changed:")
     assert 'relation "pgq.nope" does not exist' in str(err.value)
     assert describe(pgq_dsn) == before
-    assert query(pgq_dsn, "SELECT pgq.version()") == [("1",)]
+    assert query(pgq_dsn, "SELECT pgq.version()") == [(str(LATEST),)]
 
 
 def test_upgrade_restores_a_damaged_install(pgq_dsn: str, blank_db: Callable[[], str]) -> None:
@@ -218,7 +221,7 @@ def test_upgrade_from_every_tagged_version(blank_db: Callable[[], str], tmp_path
 def test_uninstall_needs_yes_and_leaves_nothing(pgq_dsn: str) -> None:
     refused = cli("uninstall", "-d", pgq_dsn, check=False)
     assert refused.returncode == 1 and "--yes" in refused.stderr
-    assert query(pgq_dsn, "SELECT pgq.version()") == [("1",)]
+    assert query(pgq_dsn, "SELECT pgq.version()") == [(str(LATEST),)]
 
     assert cli("uninstall", "--yes", "-d", pgq_dsn).stdout == "pgq schema removed\n"
     leftovers = query(

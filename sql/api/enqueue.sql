@@ -56,7 +56,8 @@ BEGIN
                coalesce(i.priority, 0), coalesce(i.run_at, v_now), i.max_attempts, i.dedupe_key,
                v_now, coalesce(i.payload, '{}'), coalesce(i.headers, '{}')
         FROM input AS i
-        ORDER BY i.ord
+        -- Key order, so concurrent batches sharing dedupe keys cannot deadlock.
+        ORDER BY i.dedupe_key, i.ord
         ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
         RETURNING pgq.jobs.id
     )

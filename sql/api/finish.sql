@@ -39,7 +39,10 @@ BEGIN
             worker_id = NULL
         FROM target AS t
         WHERE j.id = t.id AND t.outcome = 'queued'
-        RETURNING j.id, j.entrypoint, j.state
+        RETURNING j.id, j.entrypoint, j.state, j.attempt, j.last_error
+    ), logged AS (
+        INSERT INTO pgq.job_retries (job_id, entrypoint, attempt, failed_at, error)
+        SELECT q.id, q.entrypoint, q.attempt, v_now, q.last_error FROM requeued AS q
     ), ended AS (
         DELETE FROM pgq.jobs AS j USING target AS t
         WHERE j.id = t.id AND t.outcome <> 'queued'
@@ -141,10 +144,12 @@ BEGIN
         JOIN unnest(job_ids, lease_tokens) AS u(id, token) ON u.id = j.id AND u.token = j.lease_token
         WHERE j.id = ANY (job_ids)
         FOR UPDATE OF j);
+    -- Errors are taken only from entries whose token holds the lease.
     SELECT array_agg(u.id), array_agg(coalesce(u.error, 'unknown error')), array_agg(u.retryable)
     INTO v_ids, v_errors, v_retryable
-    FROM unnest(job_ids, errors, retryable) AS u(id, error, retryable)
-    WHERE u.id = ANY (v_held);
+    FROM unnest(job_ids, lease_tokens, errors, retryable) AS u(id, token, error, retryable)
+    JOIN pgq.jobs AS j ON j.id = u.id AND j.lease_token = u.token
+    WHERE j.id = ANY (v_held);
     RETURN QUERY SELECT * FROM pgq.settle_failures(v_ids, v_errors, v_retryable);
 END
 $$;

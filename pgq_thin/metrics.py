@@ -1,0 +1,113 @@
+"""Prometheus metrics (optional extra: ``pip install 'pgq-thin[metrics]'``).
+
+The worker reports each job through two hooks, and `serve` exposes ``/metrics``:
+
+- ``job_started(entrypoint)`` when a claimed job's handler starts;
+- ``job_finished(entrypoint, outcome, seconds, timed_out=False)`` when it ended, with the
+  outcome the database gave: ``"succeeded"`` (pgq.complete returned true) or what pgq.fail
+  returned (``"queued"`` = retried, ``"failed"``, ``"cancelled"``, ``"stale"``);
+  ``timed_out`` when the handler ran out of time.
+
+Counters ``pgq_jobs_{started,succeeded,failed,retried,timed_out}_total{entrypoint}`` and the
+histogram ``pgq_job_run_seconds{entrypoint,outcome}`` count this process's jobs; the gauges
+``pgq_queue_jobs{entrypoint,state}``, ``pgq_queue_oldest_waiting_seconds{entrypoint}`` and
+``pgq_queue_paused{entrypoint}`` are read from pgq.queue_stats at each scrape, for the whole
+queue (``pgq_queue_up`` is 0 when that read failed).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from wsgiref.simple_server import WSGIServer
+
+import psycopg
+
+from pgq_thin import monitor
+from pgq_thin.connection import connect
+from pgq_thin.errors import PgqError
+
+try:
+    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
+    from prometheus_client.core import GaugeMetricFamily, Metric
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise PgqError("metrics need prometheus-client: pip install 'pgq-thin[metrics]'") from exc
+
+log = logging.getLogger(__name__)
+
+STARTED = Counter("pgq_jobs_started", "Jobs whose handler started.", ["entrypoint"])
+SUCCEEDED = Counter("pgq_jobs_succeeded", "Jobs completed successfully.", ["entrypoint"])
+FAILED = Counter("pgq_jobs_failed", "Jobs dead-lettered as failed.", ["entrypoint"])
+RETRIED = Counter("pgq_jobs_retried", "Failed tries scheduled to run again.", ["entrypoint"])
+TIMED_OUT = Counter("pgq_jobs_timed_out", "Tries that ran out of time.", ["entrypoint"])
+RUN_SECONDS = Histogram(
+    "pgq_job_run_seconds",
+    "Handler run time by outcome.",
+    ["entrypoint", "outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+_COUNTED = {"succeeded": SUCCEEDED, "failed": FAILED, "queued": RETRIED}
+_OUTCOME_LABELS = {"queued": "retried"}
+
+
+def job_started(entrypoint: str) -> None:
+    """Count a job whose handler starts now."""
+    STARTED.labels(entrypoint).inc()
+
+
+def job_finished(entrypoint: str, outcome: str, seconds: float, *, timed_out: bool = False) -> None:
+    """Count a finished try: outcome 'succeeded', or pgq.fail's result ('queued' = retried)."""
+    counter = _COUNTED.get(outcome)
+    if counter is not None:
+        counter.labels(entrypoint).inc()
+    if timed_out:
+        TIMED_OUT.labels(entrypoint).inc()
+    RUN_SECONDS.labels(entrypoint, _OUTCOME_LABELS.get(outcome, outcome)).observe(seconds)
+
+
+class QueueCollector:
+    """Gauges from pgq.queue_stats, read at each scrape over a short-lived connection."""
+
+    def __init__(self, dsn: str | None = None) -> None:
+        self.dsn = dsn
+
+    def collect(self) -> Iterator[Metric]:
+        """Depth per state, oldest wait and pause per entrypoint, and whether the read worked."""
+        up = GaugeMetricFamily("pgq_queue_up", "1 if pgq.queue_stats could be read.")
+        try:
+            with connect(self.dsn, autocommit=True) as conn:
+                rows = monitor.queue_stats(conn)
+        except (PgqError, psycopg.Error) as exc:
+            log.warning("metrics: cannot read pgq.queue_stats: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        depth = GaugeMetricFamily(
+            "pgq_queue_jobs",
+            "Jobs by state (failed: dead letters kept).",
+            labels=["entrypoint", "state"],
+        )
+        oldest = GaugeMetricFamily(
+            "pgq_queue_oldest_waiting_seconds",
+            "Longest wait of a ready job.",
+            labels=["entrypoint"],
+        )
+        paused = GaugeMetricFamily("pgq_queue_paused", "1 if paused.", labels=["entrypoint"])
+        for row in rows:
+            name = row["entrypoint"]
+            for state in ("queued", "scheduled", "running", "failed"):
+                depth.add_metric([name, state], row[state])
+            wait = row["oldest_waiting"]
+            oldest.add_metric([name], wait.total_seconds() if wait is not None else 0.0)
+            paused.add_metric([name], 1.0 if row["paused"] else 0.0)
+        up.add_metric([], 1)
+        yield from (up, depth, oldest, paused)
+
+
+def serve(port: int, dsn: str | None = None, addr: str = "0.0.0.0") -> WSGIServer:
+    """Serve /metrics on `port` in a daemon thread; `shutdown()` on the result stops it."""
+    registry = CollectorRegistry()
+    registry.register(REGISTRY)
+    registry.register(QueueCollector(dsn))
+    server, _thread = start_http_server(port, addr, registry=registry)
+    return server

@@ -1,0 +1,50 @@
+"""Batch calls with repeated ids or shared dedupe keys keep fencing and never deadlock."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import psycopg
+
+
+def test_fail_many_takes_the_error_of_the_entry_holding_the_lease(
+    pgq_conn: psycopg.Connection[Any],
+) -> None:
+    pgq_conn.execute("SELECT pgq.set_entrypoint('a', jitter => 0)")
+    pgq_conn.execute("SELECT pgq.enqueue('a')")
+    job_id, token = pgq_conn.execute("SELECT id, lease_token FROM pgq.dequeue('{a}')").fetchone()
+    outcome = pgq_conn.execute(
+        "SELECT * FROM pgq.fail_many(ARRAY[%s, %s]::bigint[], ARRAY[gen_random_uuid(), %s],"
+        " ARRAY['from a stale token', 'good'], ARRAY[false, true])",
+        (job_id, job_id, token),
+    ).fetchall()
+    assert outcome == [(job_id, "queued")]
+    assert pgq_conn.execute("SELECT last_error FROM pgq.jobs").fetchall() == [("good",)]
+
+
+def test_concurrent_batches_sharing_dedupe_keys_in_opposite_order(pgq_dsn: str) -> None:
+    keys = [f"k{i}" for i in range(3000)]
+    with psycopg.connect(pgq_dsn, autocommit=True) as conn:
+        conn.execute("SELECT pgq.set_entrypoint('a')")
+    errors: list[BaseException] = []
+
+    def enqueue(order: list[str]) -> None:
+        try:
+            with psycopg.connect(pgq_dsn, autocommit=True) as conn:
+                conn.execute(
+                    "SELECT count(*) FROM pgq.enqueue_many(array_fill('a'::text, ARRAY[%s]),"
+                    " NULL, dedupe_keys => %s)",
+                    (len(order), order),
+                )
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=enqueue, args=(o,)) for o in (keys, keys[::-1])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    with psycopg.connect(pgq_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM pgq.jobs").fetchone() == (len(keys),)
