@@ -56,8 +56,14 @@ demo: venv
 		echo "using the local database: $$DATABASE_URL"; \
 	fi; \
 	$(BIN)/pgq-thin install; \
-	$(BIN)/pgq-thin verify
+	$(BIN)/pgq-thin verify; \
+	ids="$$($(BIN)/python examples/enqueue_demo.py) $$($(BIN)/pgq-thin enqueue greet '{"name": "CLI"}')"; \
+	echo "enqueued jobs $$ids; running examples/consumer.py until nothing is left to claim"; \
+	(cd examples && ../$(BIN)/pgq-thin run consumer:main --mode drain); \
+	echo "summary:"; \
+	$(BIN)/python examples/summary.py $$ids
 
+# Benchmarks against PgQueuer, procrastinate and the SQL floor (bench/RESULTS.md): a short run
+# of a few minutes by default, the full one with BENCH=full. Peers go into bench/.peers/.
 bench: venv
-	@if [ -f bench/run.py ]; then $(BIN)/python bench/run.py; \
-	else echo "bench: no bench/run.py yet"; fi
+	$(BIN)/python bench/run.py $(if $(filter full,$(BENCH)),--full)

@@ -65,8 +65,8 @@ def fill(system: str, thousands: int) -> None:
         conn.execute("VACUUM ANALYZE")
 
 
-def pgbench(system: str, clients: int, seconds: int) -> float:
-    """Jobs per second (100 per pgbench transaction)."""
+def pgbench(system: str, clients: int, seconds: int = 0, transactions: int = 0) -> float:
+    """Jobs per second (100 per pgbench transaction), for `seconds` or `transactions` a client."""
     out = subprocess.run(
         [
             str(find_bindir() / "pgbench"),
@@ -75,8 +75,7 @@ def pgbench(system: str, clients: int, seconds: int) -> float:
             str(clients),
             "-j",
             str(min(clients, os.cpu_count() or 1)),
-            "-T",
-            str(seconds),
+            *(["-t", str(transactions)] if transactions else ["-T", str(seconds)]),
             "-f",
             str(HERE / "pgbench" / SCRIPTS[system]),
             bench_dsn(),

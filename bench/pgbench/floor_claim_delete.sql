@@ -4,5 +4,5 @@ WITH claimed AS (
     WHERE id IN (SELECT id FROM floor.jobs WHERE state = 'queued' ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED)
     RETURNING id
 )
-SELECT array_agg(id)::text AS ids FROM claimed \gset
+SELECT coalesce(array_agg(id), '{}')::text AS ids FROM claimed \gset
 DELETE FROM floor.jobs WHERE id = ANY (':ids'::bigint[]);

@@ -1,0 +1,292 @@
+"""Write bench/RESULTS.md from the results files in bench/results/ (run.py calls this).
+
+.venv/bin/python bench/report.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+PGQ, PGQUEUER = "pgq-thin", "pgqueuer"
+FLOOR, RAW = "SQL floor (pgbench)", "raw multi-row INSERT"
+
+DRIVEN = """\
+- **pgq-thin**: `pgq_thin.consumer.Worker` (the runtime behind `pgq-thin run`), `batch_size`
+  100, `max_concurrent_jobs` 200, log level WARNING; enqueue through `AsyncQueue.enqueue_many`
+  / `enqueue` (psycopg 3). *pgq-thin SQL only* is `bench/pgbench/pgq_claim_complete.sql`
+  (`pgq.dequeue` 100 + `pgq.complete_many`) under pgbench, no Python in the loop.
+- **PgQueuer**: schema by `pgq install`; `PgQueuer(AsyncpgPoolDriver)` with `batch_size` 100,
+  `max_concurrent_tasks` 200, `mode=drain` for drains; enqueue through `Queries.enqueue` with
+  lists (asyncpg); depth through `Queries.dequeue` + `Queries.log_jobs`.
+- **procrastinate**: schema by its schema manager (what `procrastinate schema --apply` runs);
+  `App.run_worker_async(concurrency=50, wait=False)` for drains; enqueue through
+  `Task.batch_defer_async` / `defer_async` (psycopg 3); depth through `JobManager.fetch_job` +
+  `finish_job`, one job a call (it has no batch claim). Its drains use fewer jobs (see the
+  config) since it runs about 0.5k jobs/s here; the rate is what is compared.
+- **SQL floor**: `bench/pgbench/floor_claim_delete.sql` (claim 100 with `UPDATE … FOR UPDATE
+  SKIP LOCKED`, then `DELETE`) on a minimal table, pgbench with one client per worker process.
+- **raw multi-row INSERT**: one `INSERT INTO floor.jobs (payload) VALUES (…), (…), …` per
+  batch, same payloads, psycopg 3.
+- Handlers are no-ops (latency handlers append one number to a file). Drain workers start
+  behind a barrier: the clock starts when every process has imported its system and built its
+  app, releases them at once, and stops when the last one returns (connecting is timed).
+- Every measurement starts from emptied (`TRUNCATE`) and checkpointed tables; jobs enqueued
+  before a timed drain or depth run are vacuumed and analysed first. Rounds run the systems in
+  turn (A B C, then C B A, …). Ratios are per round: pgq-thin's round *i* over the other's
+  round *i*; the tables show their median and range.
+"""
+
+
+def load(results: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name in ("drain", "enqueue", "latency", "depth", "churn"):
+        path = results / f"{name}.json"
+        if path.exists():
+            out[name] = json.loads(path.read_text())
+    return out
+
+
+def rate(s: dict[str, Any]) -> str:
+    return f"{s['median']:,.0f} ({s['min']:,.0f}-{s['max']:,.0f})"
+
+
+def ratio(s: dict[str, Any], pct: bool = False) -> str:
+    if pct:
+        return f"{s['median']:.0%} ({s['min']:.0%}-{s['max']:.0%})"
+    return f"{s['median']:.2f}x ({s['min']:.2f}-{s['max']:.2f})"
+
+
+def verdict(ok: bool) -> str:
+    return "**pass**" if ok else "**FAIL**"
+
+
+def mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB"
+
+
+def targets(r: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["| target | measured (median of rounds, range) | result |", "|---|---|---|"]
+    for row in r.get("drain", {}).get("rows", []):
+        w, over = row["workers"], row["pgq_thin_over"]
+        lines.append(
+            f"| drain, {w} worker(s): ≥ 3x PgQueuer | {ratio(over[PGQUEUER])} "
+            f"| {verdict(over[PGQUEUER]['median'] >= 3)} |"
+        )
+        lines.append(
+            f"| drain, {w} worker(s): ≥ 40% of the SQL floor | {ratio(over[FLOOR], True)} "
+            f"| {verdict(over[FLOOR]['median'] >= 0.4)} |"
+        )
+    for row in r.get("enqueue", {}).get("rows", []):
+        b, over = row["batch"], row["pgq_thin_over"]
+        lines.append(
+            f"| batch enqueue, batches of {b:,}: ≥ 1.5x PgQueuer | {ratio(over[PGQUEUER])} "
+            f"| {verdict(over[PGQUEUER]['median'] >= 1.5)} |"
+        )
+        lines.append(
+            f"| batch enqueue, batches of {b:,}: ≥ 60% of a raw multi-row INSERT "
+            f"| {ratio(over[RAW], True)} | {verdict(over[RAW]['median'] >= 0.6)} |"
+        )
+    if "latency" in r:
+        mine = r["latency"]["systems"][PGQ]
+        for q, limit in ((50, 2.5), (99, 8.0)):
+            value = mine[f"p{q}_ms"]
+            lines.append(
+                f"| idle latency p{q} ≤ {limit:g} ms ({mine['jobs']:,} jobs) | {value:.2f} ms "
+                f"| {verdict(value <= limit)} |"
+            )
+    short = " (short run: smaller than the target's size)"
+    if "depth" in r:
+        small, large = r["depth"]["config"]["depths"]
+        s = r["depth"]["systems"][PGQ]["large_over_small"]
+        lines.append(
+            f"| dequeue+complete rate at {large:,} queued within 15% of {small:,}"
+            f"{short if large < 1_000_000 else ''} | {ratio(s, True)} of it "
+            f"| {verdict(s['median'] >= 0.85)} |"
+        )
+    if "churn" in r:
+        c = r["churn"]
+        jobs, base = c["config"]["churn_jobs"], c["config"]["churn_baseline"]
+        lines.append(
+            f"| hot table (heap + indexes) after {jobs:,} jobs ≤ 2x after {base:,}"
+            f"{short if jobs < 1_000_000 else ''} | {c['total_growth']:.2f}x "
+            f"| {verdict(c['total_growth'] <= 2)} |"
+        )
+    return lines
+
+
+def per_system_table(rows: list[dict[str, Any]], key: str, label: str) -> list[str]:
+    lines = []
+    for row in rows:
+        lines += [
+            f"**{label} {row[key]:,}**",
+            "",
+            "| system | jobs/s, median (range) | pgq-thin ÷ system, per round |",
+            "|---|---|---|",
+        ]
+        for name, s in sorted(row["jobs_per_second"].items(), key=lambda kv: -kv[1]["median"]):
+            over = row["pgq_thin_over"].get(name)
+            lines.append(f"| {name} | {rate(s)} | {ratio(over) if over else '—'} |")
+        lines.append("")
+    return lines
+
+
+def latency_table(data: dict[str, Any]) -> list[str]:
+    lines = [
+        "| system | jobs | p50 ms | p95 ms | p99 ms | max ms | p50 per round, median (range) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, s in data["systems"].items():
+        if name.startswith("pgq_thin_over"):
+            continue
+        p50 = s["per_round"]["p50_ms"]
+        lines.append(
+            f"| {name} | {s['jobs']:,} | {s['p50_ms']:.2f} | {s['p95_ms']:.2f} "
+            f"| {s['p99_ms']:.2f} | {s['max_ms']:.2f} "
+            f"| {p50['median']:.2f} ({p50['min']:.2f}-{p50['max']:.2f}) |"
+        )
+    return lines
+
+
+def depth_table(data: dict[str, Any]) -> list[str]:
+    small, large = data["config"]["depths"]
+    lines = [
+        f"| system | jobs/s at {small:,} queued | at {large:,} queued | ratio, per round |",
+        "|---|---|---|---|",
+    ]
+    for name, s in data["systems"].items():
+        by = s["jobs_per_second"]
+        lines.append(
+            f"| {name} | {rate(by[str(small)])} | {rate(by[str(large)])} "
+            f"| {ratio(s['large_over_small'], True)} |"
+        )
+    return lines
+
+
+def churn_table(data: dict[str, Any]) -> list[str]:
+    lines = [
+        "| jobs through | heap | indexes | heap + indexes | dead tuples | autovacuums so far |",
+        "|---|---|---|---|---|---|",
+    ]
+    before = data["snapshots"]["0"]["autovacuum_count"]
+    for jobs, s in data["snapshots"].items():
+        lines.append(
+            f"| {int(jobs):,} | {mib(s['heap_bytes'])} | {mib(s['index_bytes'])} "
+            f"| {mib(s['total_bytes'])} | {s['n_dead_tup']:,} "
+            f"| {s['autovacuum_count'] - before} |"
+        )
+    last = list(data["snapshots"].values())[-1]
+    lines += [
+        "",
+        "Indexes at the end: "
+        + ", ".join(f"`{k}` {mib(v)}" for k, v in last["indexes"].items())
+        + f"; history table {mib(last['history_bytes'])}. "
+        f"{int(list(data['snapshots'])[-1]):,} jobs in {data['seconds']:.0f} s.",
+    ]
+    return lines
+
+
+def machine(r: dict[str, dict[str, Any]]) -> list[str]:
+    first = next(iter(r.values()))
+    m = first["machine"]
+    settings = ", ".join(f"`{k}` = {v}" for k, v in m["settings"].items())
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    loads = "; ".join(
+        f"{name} {d['load_average_1min']['before']:.1f} → {d['load_average_1min']['after']:.1f}"
+        for name, d in r.items()
+    )
+    when = ", ".join(f"{name} {d['started']} ({d['seconds']:.0f} s)" for name, d in r.items())
+    commands = sorted({f"`{d['command']}`" for d in r.values()})
+    return [
+        f"- Command: {' and '.join(commands)} (`make bench` runs `bench/run.py`, "
+        "`make bench BENCH=full` runs `bench/run.py --full`); "
+        f"sizes: `{first['config']['name']}`, {first['config']['rounds']} round(s) each.",
+        f"- Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB; "
+        f"PostgreSQL {m['postgres']} on the same machine ({m['server']}), "
+        f"{m['connection']}.",
+        f"- PostgreSQL settings: {settings}.",
+        f"- Versions: {versions}.",
+        f"- Run: {when}.",
+        f"- 1-minute load average before → after each workload: {loads}. Other work on the "
+        "machine shares its 2 cores; compare the ratios (taken round by round) rather than "
+        "absolute rates.",
+    ]
+
+
+def write(results: Path, out: Path) -> None:
+    """Render every results file present into `out`."""
+    r = load(results)
+    if not r:
+        raise SystemExit(f"no results in {results}")
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `bench/report.py` from `bench/results/*.json`; do not edit by hand.",
+        "",
+        *machine(r),
+        "",
+        "## Targets",
+        "",
+        *targets(r),
+        "",
+    ]
+    if "drain" in r:
+        lines += [
+            "## 1. Drain pre-enqueued no-op jobs",
+            "",
+            f"{r['drain']['config']['drain_jobs']:,} jobs a round "
+            f"(procrastinate: {r['drain']['config']['drain_jobs_procrastinate']:,}).",
+            "",
+            *per_system_table(r["drain"]["rows"], "workers", "Worker processes:"),
+        ]
+    if "enqueue" in r:
+        lines += [
+            "## 2. Batch enqueue",
+            "",
+            f"{r['enqueue']['config']['enqueue_jobs']:,} jobs a round, one producer, "
+            "one transaction per batch.",
+            "",
+            *per_system_table(r["enqueue"]["rows"], "batch", "Batch size:"),
+        ]
+    if "latency" in r:
+        cfg = r["latency"]["config"]
+        lines += [
+            "## 3. Idle latency, enqueue → handler start",
+            "",
+            f"One idle worker; {cfg['latency_jobs']:,} single enqueues a round, "
+            f"{cfg['latency_interval'] * 1000:g} ms apart; percentiles over all rounds.",
+            "",
+            *latency_table(r["latency"]),
+            "",
+        ]
+    if "depth" in r:
+        lines += [
+            "## 4. Dequeue + complete rate by queue depth",
+            "",
+            f"{r['depth']['config']['depth_calls']} calls of 100 jobs (procrastinate: 1 job) "
+            "at a constant depth: each call's jobs are replaced, untimed, before the next.",
+            "",
+            *depth_table(r["depth"]),
+            "",
+        ]
+    if "churn" in r:
+        cfg = r["churn"]["config"]
+        lines += [
+            "## 5. Churn: hot-table size as jobs flow through (pgq-thin)",
+            "",
+            f"A producer keeps about 2,000 jobs waiting for {cfg['churn_workers']} pgq-thin "
+            "worker processes; autovacuum as the server has it (see its settings above). Sizes "
+            "are taken each time "
+            "the hot table has emptied.",
+            "",
+            *churn_table(r["churn"]),
+            "",
+        ]
+    lines += ["## How each system is driven", "", DRIVEN]
+    out.write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    write(HERE / "results", HERE / "RESULTS.md")

@@ -1,0 +1,127 @@
+"""pgq-thin, driven through its Python API (Queue, App, Worker); runs in the project venv.
+
+Also the references: `enqueue --raw` is a plain multi-row INSERT into the SQL floor's table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import common
+import psycopg
+from psycopg.types.json import Jsonb
+
+from pgq_thin import App, AsyncQueue, Job, NewJob, schema
+from pgq_thin.config import Settings
+from pgq_thin.consumer import Worker
+
+FLOOR_SCHEMA = Path(__file__).resolve().parent / "pgbench" / "floor_schema.sql"
+
+
+async def install(args: argparse.Namespace) -> dict[str, Any]:
+    """pgq-thin's schema (its installer), plus the SQL floor's table for the raw reference."""
+    with psycopg.connect(args.dsn) as conn:
+        applied = schema.install(conn)
+        conn.execute(FLOOR_SCHEMA.read_text())
+        conn.commit()
+    return {"applied": applied}
+
+
+def _jobs(chunk: range) -> list[NewJob]:
+    return [NewJob(common.ENTRYPOINT, common.payload(i)) for i in chunk]
+
+
+async def fill(args: argparse.Namespace) -> dict[str, Any]:
+    """Enqueue `--count` jobs in batches of 1,000 (untimed set-up)."""
+    async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as conn:
+        queue = AsyncQueue(conn)
+        for chunk in common.batches(args.count, 1000):
+            await queue.enqueue_many(_jobs(chunk))
+    return {"count": args.count}
+
+
+async def enqueue(args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds to enqueue `--count` jobs in batches of `--batch`, each batch committed."""
+    async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as conn:
+        queue = AsyncQueue(conn)
+
+        async def send(chunk: range) -> None:
+            await queue.enqueue_many(_jobs(chunk))
+
+        async def send_raw(chunk: range) -> None:
+            values = ", ".join(["(%s)"] * len(chunk))
+            await conn.execute(
+                f"INSERT INTO floor.jobs (payload) VALUES {values}",
+                [Jsonb(common.payload(i)) for i in chunk],
+            )
+
+        seconds = await common.timed_batches(args.count, args.batch, send_raw if args.raw else send)
+    return {"seconds": seconds}
+
+
+async def worker(args: argparse.Namespace) -> dict[str, Any]:
+    """A pgq-thin Worker with a no-op handler; `--mode drain` returns once the queue is empty."""
+    app = App()
+    latencies = common.LatencyLog(args.latency_file)
+    done = 0
+
+    @app.entrypoint(common.ENTRYPOINT)
+    async def handler(job: Job) -> None:
+        nonlocal done
+        latencies.record(job.payload.get(common.LATENCY_KEY))
+        done += 1
+
+    settings = Settings(
+        database_url=args.dsn,
+        max_concurrent_jobs=args.concurrency,
+        batch_size=args.batch,
+        log_level="WARNING",
+    )
+    runner = Worker(app, settings, mode=args.mode)
+    await common.barrier(args.barrier)
+    runner.install_signal_handlers()
+    code = await runner.run()
+    return {"end": time.monotonic(), "jobs": done, "exit": code}
+
+
+async def produce(args: argparse.Namespace) -> dict[str, Any]:
+    """Single enqueues, `--interval` apart, each stamped for the latency log."""
+    async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as conn:
+        queue = AsyncQueue(conn)
+
+        async def send(stamp: float) -> None:
+            await queue.enqueue(common.ENTRYPOINT, {common.LATENCY_KEY: stamp})
+
+        await common.paced(args.count, args.interval, send)
+    return {"count": args.count}
+
+
+async def depth(args: argparse.Namespace) -> dict[str, Any]:
+    """Jobs/s of pgq.dequeue + pgq.complete_many (`--batch` a call) at a constant depth.
+
+    Each call's jobs are replaced, untimed, before the next, so the queue keeps its depth.
+    """
+    async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as conn:
+        queue = AsyncQueue(conn)
+        timed = 0.0
+        for n in range(args.calls):
+            start = time.perf_counter()
+            cur = await conn.execute(
+                "SELECT id, lease_token FROM pgq.dequeue(%s, %s, 'bench')",
+                ([common.ENTRYPOINT], args.batch),
+            )
+            rows = await cur.fetchall()
+            await conn.execute(
+                "SELECT pgq.complete_many(%s, %s)", ([r[0] for r in rows], [r[1] for r in rows])
+            )
+            timed += time.perf_counter() - start
+            await queue.enqueue_many(_jobs(range(n * args.batch, (n + 1) * args.batch)))
+    return {"seconds": timed, "jobs": args.calls * args.batch}
+
+
+if __name__ == "__main__":
+    common.main(sys.modules[__name__])
