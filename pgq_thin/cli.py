@@ -47,18 +47,42 @@ def database_option(func: F) -> F:
     )(func)
 
 
+def _role_grant(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> Any:
+    """Parse each ROLE:KIND of --grant-to into (role, kind)."""
+    pairs = []
+    for value in values:
+        role, _, kind = value.rpartition(":")
+        if not role or kind not in schema.GROUP_ROLES:
+            raise click.BadParameter(
+                f"{value!r}: expected ROLE:KIND, KIND one of {', '.join(schema.GROUP_ROLES)}"
+            )
+        pairs.append((role, kind))
+    return pairs
+
+
 @main.command()
 @database_option
+@click.option(
+    "--grant-to",
+    "grant_to",
+    multiple=True,
+    metavar="ROLE:KIND",
+    callback=_role_grant,
+    help="Also make login role ROLE a member of pgq_KIND (producer, worker, monitor, admin). "
+    "Repeatable.",
+)
 @clear_errors
-def install(dsn: str | None) -> None:
+def install(dsn: str | None, grant_to: list[tuple[str, str]]) -> None:
     """Install the pgq schema (or bring it up to date)."""
     with connect(dsn) as conn:
-        ran = schema.install(conn)
+        ran = schema.install(conn, grant_to=grant_to)
         version = schema.latest_version()
     if ran:
         click.echo(f"installed pgq schema version {version} ({', '.join(ran)})")
     else:
         click.echo(f"pgq schema version {version} was already installed; functions re-applied")
+    for role, kind in grant_to:
+        click.echo(f"granted {schema.group_role(kind)} to {role}")
 
 
 @main.command()
@@ -83,12 +107,19 @@ def upgrade(dsn: str | None, plan: bool) -> None:
 @click.option("--yes", is_flag=True, help="Really drop schema pgq and every job in it.")
 @clear_errors
 def uninstall(dsn: str | None, yes: bool) -> None:
-    """Remove everything pgq-thin created (all jobs are lost)."""
+    """Remove schema pgq (all jobs are lost), and the pgq roles nothing else uses."""
     if not yes:
         raise PgqError("uninstall drops schema pgq and every job in it: rerun with --yes")
     with connect(dsn) as conn:
-        dropped = schema.uninstall(conn)
-    click.echo("pgq schema removed" if dropped else "pgq was not installed; nothing to remove")
+        removal = schema.uninstall(conn)
+    if removal.schema_dropped:
+        click.echo("pgq schema removed")
+    else:
+        click.echo("pgq was not installed; nothing to remove")
+    for role in removal.roles_dropped:
+        click.echo(f"role {role} dropped")
+    for note in removal.roles_kept:
+        click.echo(f"pgq-thin: kept role {note}", err=True)
 
 
 @main.command()

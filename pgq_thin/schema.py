@@ -1,24 +1,36 @@
 """Install, upgrade, verify and remove the `pgq` schema from the files in `sql/`.
 
 Migrations (`sql/migrations/NNNN_name.sql`) run once each, in order; the function and view
-files (`sql/api/*.sql`) are re-applied by every install and upgrade. Everything one call does
-happens in one transaction, under an advisory lock, so concurrent installers are safe and a
-failure leaves the database as it was.
+files (`sql/api/*.sql`) are re-applied by every install and upgrade, `roles.sql` last (it
+creates the cluster-wide group roles if absent and sets the privileges of every object).
+Everything one call does happens in one transaction, under an advisory lock, so concurrent
+installers are safe and a failure leaves the database as it was.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from pgq_thin.errors import PgqError
 
 # Serializes installers (any two-int key not used by the queue functions).
 INSTALL_LOCK = (1886418288, 1)
+# The group roles sql/api/roles.sql creates, by kind; pgq_admin is a member of the others
+# (so it comes first: uninstall drops it before finding members of theirs).
+GROUP_ROLES = {
+    "admin": "pgq_admin",
+    "producer": "pgq_producer",
+    "worker": "pgq_worker",
+    "monitor": "pgq_monitor",
+}
+ROLES_FILE = "roles.sql"
 
 
 @dataclass(frozen=True)
@@ -50,8 +62,9 @@ def migrations(root: Path | None = None) -> list[Migration]:
 
 
 def api_files(root: Path | None = None) -> list[Path]:
-    """The function and view files, in the order they are applied."""
-    return sorted((root or sql_dir()).glob("api/*.sql"))
+    """The function and view files in the order they are applied: by name, roles.sql last."""
+    files = (root or sql_dir()).glob("api/*.sql")
+    return sorted(files, key=lambda p: (p.name == ROLES_FILE, p.name))
 
 
 def latest_version(root: Path | None = None) -> int:
@@ -98,8 +111,15 @@ def install_sql(from_version: int = 0, root: Path | None = None) -> str:
     return "\n".join(parts) + "\n"
 
 
-def install(conn: psycopg.Connection[Any], root: Path | None = None) -> list[str]:
-    """Apply pending migrations and re-apply the API in one transaction; returns what ran."""
+def install(
+    conn: psycopg.Connection[Any],
+    root: Path | None = None,
+    grant_to: Sequence[tuple[str, str]] = (),
+) -> list[str]:
+    """Apply pending migrations and re-apply the API in one transaction; returns what ran.
+
+    `grant_to` holds (login role, kind) pairs: each role is made a member of that group role.
+    """
     ran: list[str] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", INSTALL_LOCK)
@@ -109,7 +129,28 @@ def install(conn: psycopg.Connection[Any], root: Path | None = None) -> list[str
         for path in api_files(root):
             _run_file(conn, path)
         conn.execute("SELECT pgq.record_install()")
+        for role, kind in grant_to:
+            grant(conn, role, kind)
     return ran
+
+
+def group_role(kind: str) -> str:
+    """The group role of a kind (producer, worker, monitor, admin)."""
+    try:
+        return GROUP_ROLES[kind]
+    except KeyError:
+        raise PgqError(f"unknown role kind {kind!r}: use one of {', '.join(GROUP_ROLES)}") from None
+
+
+def grant(conn: psycopg.Connection[Any], role: str, kind: str) -> None:
+    """Make `role` (an application's login role) a member of the group role of `kind`."""
+    statement = sql.SQL("GRANT {} TO {}").format(
+        sql.Identifier(group_role(kind)), sql.Identifier(role)
+    )
+    try:
+        conn.execute(statement)
+    except psycopg.Error as exc:
+        raise PgqError(f"cannot grant {group_role(kind)} to {role}: {_first_line(exc)}") from exc
 
 
 def _run_file(conn: psycopg.Connection[Any], path: Path) -> None:
@@ -117,9 +158,12 @@ def _run_file(conn: psycopg.Connection[Any], path: Path) -> None:
         conn.execute(path.read_bytes())
     except psycopg.Error as exc:
         raise PgqError(
-            f"{path.parent.name}/{path.name} failed, nothing was changed: "
-            f"{str(exc).strip().splitlines()[0]}"
+            f"{path.parent.name}/{path.name} failed, nothing was changed: {_first_line(exc)}"
         ) from exc
+
+
+def _first_line(exc: psycopg.Error) -> str:
+    return str(exc).strip().splitlines()[0]
 
 
 def verify(conn: psycopg.Connection[Any], root: Path | None = None) -> list[str]:
@@ -151,12 +195,55 @@ def verify(conn: psycopg.Connection[Any], root: Path | None = None) -> list[str]
     return problems
 
 
-def uninstall(conn: psycopg.Connection[Any]) -> bool:
-    """Drop everything pgq-thin created; False when there was nothing to drop."""
+@dataclass(frozen=True)
+class Removal:
+    """What uninstall did: the schema, the group roles dropped, and each role kept with why."""
+
+    schema_dropped: bool
+    roles_dropped: list[str]
+    roles_kept: list[str]
+
+
+def uninstall(conn: psycopg.Connection[Any]) -> Removal:
+    """Drop schema pgq, then each group role that has no members and nothing elsewhere.
+
+    Roles are cluster-wide: one still granted privileges in another database (where pgq is
+    installed too) or with members is kept, and `roles_kept` says which and why.
+    """
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", INSTALL_LOCK)
         row = conn.execute("SELECT to_regnamespace('pgq') IS NOT NULL").fetchone()
-        if not row or not row[0]:
-            return False
-        conn.execute("DROP SCHEMA pgq CASCADE")
-    return True
+        installed = bool(row and row[0])
+        if installed:
+            conn.execute("DROP SCHEMA pgq CASCADE")
+        dropped: list[str] = []
+        kept: list[str] = []
+        for role in GROUP_ROLES.values():
+            reason = _drop_role(conn, role)
+            if reason is None:
+                dropped.append(role)
+            elif reason:
+                kept.append(f"{role}: {reason}")
+    return Removal(installed, dropped, kept)
+
+
+def _drop_role(conn: psycopg.Connection[Any], role: str) -> str | None:
+    """Drop a group role; None when dropped, '' when absent, else why it was kept."""
+    row = conn.execute(
+        "SELECT ARRAY(SELECT m.member::regrole::text FROM pg_auth_members AS m"
+        " WHERE m.roleid = r.oid ORDER BY 1) FROM pg_roles AS r WHERE r.rolname = %s",
+        (role,),
+    ).fetchone()
+    if row is None:
+        return ""
+    if row[0]:
+        return f"it has members ({', '.join(row[0])})"
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    except psycopg.errors.DependentObjectsStillExist as exc:
+        detail = (exc.diag.message_detail or "").replace("\n", "; ")
+        return f"objects in other databases depend on it ({detail})"
+    except psycopg.errors.InsufficientPrivilege as exc:
+        return exc.diag.message_primary or str(exc)
+    return None

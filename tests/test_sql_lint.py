@@ -1,5 +1,6 @@
-"""Static checks on every file in sql/: it parses, names are schema-qualified, functions pin
-search_path, the hot path has no dynamic SQL, and plpgsql_check finds nothing."""
+"""Static checks on every file in sql/: it parses, names are schema-qualified, functions are
+SECURITY DEFINER with a pinned search_path and not executable by PUBLIC, the hot path has no
+dynamic SQL, and plpgsql_check finds nothing."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def test_every_statement_parses_and_names_schema_pgq(path: Path) -> None:
             assert names[0] == "pgq" and len(names) == 2, f"unqualified function {names}"
 
 
-def test_every_function_pins_search_path_and_has_a_comment() -> None:
+def test_every_function_is_security_definer_pins_search_path_and_has_a_comment() -> None:
     found = functions()
     assert len(found) >= len(HOT_PATH)
     comments = {
@@ -77,9 +78,15 @@ def test_every_function_pins_search_path_and_has_a_comment() -> None:
     }
     for _, node in found:
         name = node.funcname[-1].sval
+        security = option(node, "security")
+        assert isinstance(security, ast.Boolean) and security.boolval, (
+            f"pgq.{name}: SECURITY DEFINER"
+        )
         pinned = option(node, "set")
         assert isinstance(pinned, ast.VariableSetStmt) and pinned.name == "search_path", name
-        assert [a.val.sval for a in pinned.args] == ["pg_catalog", "pgq"], name
+        # pg_temp last: otherwise it is searched first for types and tables, and a caller's
+        # temporary `text` domain would run the caller's code as the functions' owner.
+        assert [a.val.sval for a in pinned.args] == ["pg_catalog", "pgq", "pg_temp"], name
         assert name in comments, f"pgq.{name} has no COMMENT ON FUNCTION"
 
 
@@ -99,6 +106,18 @@ def test_hot_path_is_static_sql() -> None:
             assert "PLpgSQL_stmt_dynexecute" not in tree, f"pgq.{name} uses EXECUTE"
         seen.add(name)
     assert seen >= HOT_PATH, f"hot-path functions missing: {HOT_PATH - seen}"
+
+
+def test_no_function_is_executable_by_public(pgq_conn: psycopg.Connection[object]) -> None:
+    public = pgq_conn.execute(
+        "SELECT p.oid::regprocedure::text FROM pg_proc AS p"
+        " WHERE p.pronamespace = 'pgq'::regnamespace"
+        " AND (p.proacl IS NULL OR EXISTS (SELECT FROM aclexplode(p.proacl) AS a"
+        "      WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'))"
+    ).fetchall()
+    assert public == []
+    usage = pgq_conn.execute("SELECT has_schema_privilege('public', 'pgq', 'USAGE')").fetchone()
+    assert usage == (False,)
 
 
 def test_plpgsql_check_finds_nothing(pgq_conn: psycopg.Connection[object]) -> None:

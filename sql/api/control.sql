@@ -2,7 +2,8 @@
 -- (its holder learns it from heartbeat and NOTIFY pgq_cancel). False when the job already ended.
 CREATE OR REPLACE FUNCTION pgq.cancel(job_id bigint) RETURNS boolean
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
 BEGIN
     WITH ended AS (
@@ -32,7 +33,8 @@ COMMENT ON FUNCTION pgq.cancel(bigint) IS
 -- Puts a failed or cancelled job back in the queue with a fresh attempt budget; returns its id.
 CREATE OR REPLACE FUNCTION pgq.retry(job_id bigint) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
 DECLARE
     v_state text;
@@ -75,7 +77,8 @@ COMMENT ON FUNCTION pgq.retry(bigint) IS
 -- Answers "why is this job not running?" in one line.
 CREATE OR REPLACE FUNCTION pgq.explain_job(job_id bigint) RETURNS text
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
 DECLARE
     v_now timestamptz := pgq.now();

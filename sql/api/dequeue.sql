@@ -1,12 +1,17 @@
 -- Moves due scheduled jobs (delayed enqueues, retries after backoff) to queued, at most max_jobs.
 CREATE OR REPLACE FUNCTION pgq.promote_due(max_jobs integer DEFAULT 1000) RETURNS integer
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
 DECLARE
     v_now timestamptz := pgq.now();
     v_ids bigint[];
 BEGIN
+    IF max_jobs IS NULL OR max_jobs < 0 THEN
+        RAISE EXCEPTION 'pgq: max_jobs must be >= 0, got %', max_jobs
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     v_ids := ARRAY(
         SELECT j.id FROM pgq.jobs AS j
         WHERE j.state = 'scheduled' AND j.run_at <= v_now
@@ -32,7 +37,8 @@ CREATE OR REPLACE FUNCTION pgq.dequeue(
     lease_duration interval DEFAULT interval '30 seconds'
 ) RETURNS SETOF pgq.claimed_job
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
 DECLARE
     v_now timestamptz := pgq.now();
@@ -50,9 +56,13 @@ BEGIN
         RAISE EXCEPTION 'pgq: batch_size must be between 1 and 10000, got %', batch_size
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF lease_duration IS NULL OR lease_duration <= interval '0' THEN
-        RAISE EXCEPTION 'pgq: lease_duration must be positive, got %', lease_duration
+    IF lease_duration IS NULL OR lease_duration <= interval '0' OR lease_duration > interval '10 years' THEN
+        RAISE EXCEPTION 'pgq: lease_duration must be positive and at most 10 years, got %', lease_duration
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF char_length(worker_id) > 200 THEN
+        RAISE EXCEPTION 'pgq: worker_id is limited to 200 characters, got %', char_length(worker_id)
+            USING ERRCODE = 'program_limit_exceeded';
     END IF;
 
     PERFORM pgq.reap(100);

@@ -9,32 +9,76 @@ CREATE OR REPLACE FUNCTION pgq.enqueue_many(
     max_attempts integer[] DEFAULT NULL
 ) RETURNS SETOF bigint
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
 DECLARE
     v_now timestamptz := pgq.now();
     v_n integer := cardinality(entrypoints);
     v_ids bigint[];
-    v_ord integer;
-    v_id bigint;
+    v_conflicts text[];
+    v_payload_limit integer;
+    v_headers_limit integer;
+    v_payload_bytes integer;
+    v_headers_bytes integer;
+    v_headers_object boolean;
+    v_min_priority integer;
+    v_max_priority integer;
+    v_min_run_at timestamptz;
+    v_max_run_at timestamptz;
+    v_key_chars integer;
+    v_max_attempts integer;
 BEGIN
+    PERFORM pgq.check_batch(
+        'entrypoints, payloads, priorities, run_ats, dedupe_keys, headers and max_attempts',
+        ARRAY[v_n, coalesce(cardinality(payloads), v_n), coalesce(cardinality(priorities), v_n),
+              coalesce(cardinality(run_ats), v_n), coalesce(cardinality(dedupe_keys), v_n),
+              coalesce(cardinality(enqueue_many.headers), v_n),
+              coalesce(cardinality(enqueue_many.max_attempts), v_n)]);
+    IF v_n = 0 THEN
+        RETURN;
+    END IF;
     PERFORM pgq.check_entrypoints(entrypoints);
-    IF coalesce(cardinality(payloads), v_n) <> v_n
-        OR coalesce(cardinality(priorities), v_n) <> v_n
-        OR coalesce(cardinality(run_ats), v_n) <> v_n
-        OR coalesce(cardinality(dedupe_keys), v_n) <> v_n
-        OR coalesce(cardinality(enqueue_many.headers), v_n) <> v_n
-        OR coalesce(cardinality(enqueue_many.max_attempts), v_n) <> v_n
-    THEN
-        RAISE EXCEPTION 'pgq: every array argument must have % elements, like entrypoints', v_n
-            USING ERRCODE = 'array_subscript_error';
+
+    -- Every other limit in one pass over the arrays.
+    SELECT (SELECT st.max_payload_bytes FROM pgq.settings AS st),
+           (SELECT st.max_headers_bytes FROM pgq.settings AS st),
+           max(pg_column_size(u.payload)), max(pg_column_size(u.headers)),
+           bool_and(jsonb_typeof(u.headers) = 'object'), min(u.priority), max(u.priority),
+           min(u.run_at), max(u.run_at), max(char_length(u.dedupe_key)), min(u.max_attempts)
+    INTO v_payload_limit, v_headers_limit, v_payload_bytes, v_headers_bytes, v_headers_object,
+         v_min_priority, v_max_priority, v_min_run_at, v_max_run_at, v_key_chars, v_max_attempts
+    FROM unnest(payloads, priorities, run_ats, dedupe_keys, enqueue_many.headers, enqueue_many.max_attempts)
+        AS u(payload, priority, run_at, dedupe_key, headers, max_attempts);
+    IF v_payload_bytes > v_payload_limit THEN
+        RAISE EXCEPTION 'pgq: payload of % bytes exceeds max_payload_bytes (%)', v_payload_bytes, v_payload_limit
+            USING ERRCODE = 'program_limit_exceeded';
     END IF;
-    IF EXISTS (SELECT 1 FROM unnest(enqueue_many.max_attempts) AS m(n) WHERE m.n < 1) THEN
-        RAISE EXCEPTION 'pgq: max_attempts must be >= 1' USING ERRCODE = 'invalid_parameter_value';
+    IF v_headers_bytes > v_headers_limit THEN
+        RAISE EXCEPTION 'pgq: headers of % bytes exceed max_headers_bytes (%)', v_headers_bytes, v_headers_limit
+            USING ERRCODE = 'program_limit_exceeded';
     END IF;
-    IF EXISTS (SELECT 1 FROM unnest(enqueue_many.headers) AS h(doc)
-               WHERE jsonb_typeof(h.doc) IS DISTINCT FROM 'object' AND h.doc IS NOT NULL) THEN
-        RAISE EXCEPTION 'pgq: headers must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    IF NOT v_headers_object THEN
+        RAISE EXCEPTION 'pgq: headers must be a JSON object'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_min_priority < -32768 OR v_max_priority > 32767 THEN
+        RAISE EXCEPTION 'pgq: priority must be between -32768 and 32767, got %',
+            CASE WHEN v_min_priority < -32768 THEN v_min_priority ELSE v_max_priority END
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_min_run_at = '-infinity' OR v_max_run_at > v_now + interval '10 years' THEN
+        RAISE EXCEPTION 'pgq: run_at must be finite and at most 10 years ahead, got %',
+            CASE WHEN v_min_run_at = '-infinity' THEN v_min_run_at ELSE v_max_run_at END
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_key_chars > 512 THEN
+        RAISE EXCEPTION 'pgq: dedupe_key is limited to 512 characters, got %', v_key_chars
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    IF v_max_attempts < 1 THEN
+        RAISE EXCEPTION 'pgq: max_attempts must be >= 1, got %', v_max_attempts
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
     -- Every entrypoint that has jobs has a policy row (with the table's defaults).
@@ -42,40 +86,56 @@ BEGIN
     SELECT DISTINCT e.name FROM unnest(entrypoints) AS e(name)
     ON CONFLICT DO NOTHING;
 
-    WITH input AS (
-        SELECT nextval('pgq.jobs_id_seq') AS id, u.*
-        FROM unnest(entrypoints, payloads, priorities, run_ats, dedupe_keys,
-                    enqueue_many.headers, enqueue_many.max_attempts)
-             WITH ORDINALITY AS u(entrypoint, payload, priority, run_at, dedupe_key, headers, max_attempts, ord)
-    ), inserted AS (
-        INSERT INTO pgq.jobs (id, entrypoint, state, priority, run_at, max_attempts, dedupe_key,
-                              enqueued_at, payload, headers)
-        OVERRIDING SYSTEM VALUE
-        SELECT i.id, i.entrypoint,
-               CASE WHEN i.run_at > v_now THEN 'scheduled' ELSE 'queued' END,
-               coalesce(i.priority, 0), coalesce(i.run_at, v_now), i.max_attempts, i.dedupe_key,
-               v_now, coalesce(i.payload, '{}'), coalesce(i.headers, '{}')
+    -- Inserts the rows without an id yet: each row without a dedupe key, and the first row of each
+    -- key in the batch (its later rows share its id). A key held by a live job inserts nothing.
+    -- Rows go in key order, so concurrent batches sharing dedupe keys cannot deadlock.
+    LOOP
+        WITH input AS (
+            SELECT u.*, coalesce(k.first, u.ord) AS first,
+                   CASE WHEN u.id IS NULL AND coalesce(k.first, u.ord) = u.ord
+                        THEN nextval('pgq.jobs_id_seq') END AS new_id
+            FROM unnest(v_ids, entrypoints, payloads, priorities, run_ats, dedupe_keys,
+                        enqueue_many.headers, enqueue_many.max_attempts)
+                 WITH ORDINALITY AS u(id, entrypoint, payload, priority, run_at, dedupe_key, headers,
+                                      max_attempts, ord)
+            LEFT JOIN (SELECT d.key, min(d.ord) AS first
+                       FROM unnest(dedupe_keys) WITH ORDINALITY AS d(key, ord)
+                       WHERE d.key IS NOT NULL
+                       GROUP BY d.key) AS k ON k.key = u.dedupe_key
+        ), inserted AS (
+            INSERT INTO pgq.jobs (id, entrypoint, state, priority, run_at, max_attempts, dedupe_key,
+                                  enqueued_at, payload, headers)
+            OVERRIDING SYSTEM VALUE
+            SELECT i.new_id, i.entrypoint,
+                   CASE WHEN i.run_at > v_now THEN 'scheduled' ELSE 'queued' END,
+                   coalesce(i.priority, 0), coalesce(i.run_at, v_now), i.max_attempts, i.dedupe_key,
+                   v_now, coalesce(i.payload, '{}'), coalesce(i.headers, '{}')
+            FROM input AS i
+            WHERE i.new_id IS NOT NULL
+            ORDER BY i.dedupe_key, i.ord
+            ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
+            RETURNING pgq.jobs.dedupe_key
+        )
+        SELECT array_agg(coalesce(i.id, i.new_id, f.new_id) ORDER BY i.ord),
+               -- The keys a live job already held: their rows were not inserted.
+               ARRAY(SELECT c.dedupe_key FROM input AS c
+                     WHERE c.new_id IS NOT NULL AND c.dedupe_key IS NOT NULL
+                       AND c.dedupe_key NOT IN (SELECT ins.dedupe_key FROM inserted AS ins
+                                                WHERE ins.dedupe_key IS NOT NULL))
+        INTO v_ids, v_conflicts
         FROM input AS i
-        -- Key order, so concurrent batches sharing dedupe keys cannot deadlock.
-        ORDER BY i.dedupe_key, i.ord
-        ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
-        RETURNING pgq.jobs.id
-    )
-    SELECT array_agg(ins.id ORDER BY i.ord) INTO v_ids
-    FROM input AS i LEFT JOIN inserted AS ins ON ins.id = i.id;
+        LEFT JOIN input AS f ON i.first <> i.ord AND f.ord = i.first;
+        EXIT WHEN cardinality(v_conflicts) = 0;
 
-    -- A job skipped for its dedupe key answers with the live job's id (inserting again if it
-    -- finished in the meantime).
-    v_ord := array_position(v_ids, NULL);
-    WHILE v_ord IS NOT NULL LOOP
-        SELECT j.id INTO v_id FROM pgq.jobs AS j WHERE j.dedupe_key = dedupe_keys[v_ord];
-        IF NOT FOUND THEN
-            v_id := pgq.enqueue(entrypoints[v_ord], payloads[v_ord], priorities[v_ord], run_ats[v_ord],
-                                dedupe_keys[v_ord], enqueue_many.headers[v_ord],
-                                enqueue_many.max_attempts[v_ord]);
-        END IF;
-        v_ids[v_ord] := v_id;
-        v_ord := array_position(v_ids, NULL);
+        -- Their rows answer with the id of the live job holding the key (read by a new statement,
+        -- which sees a job committed by a concurrent batch); if it finished meanwhile, the loop
+        -- inserts the row again.
+        SELECT array_agg(CASE WHEN c.key IS NULL THEN u.id ELSE c.id END ORDER BY u.ord)
+        INTO v_ids
+        FROM unnest(v_ids, dedupe_keys) WITH ORDINALITY AS u(id, dedupe_key, ord)
+        LEFT JOIN (SELECT k.key, j.id FROM unnest(v_conflicts) AS k(key)
+                   LEFT JOIN pgq.jobs AS j ON j.dedupe_key = k.key) AS c ON c.key = u.dedupe_key;
+        EXIT WHEN array_position(v_ids, NULL) IS NULL;
     END LOOP;
 
     PERFORM pg_notify('pgq_jobs', r.name)
@@ -99,7 +159,8 @@ CREATE OR REPLACE FUNCTION pgq.enqueue(
     max_attempts integer DEFAULT NULL
 ) RETURNS bigint
 LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
     SELECT pgq.enqueue_many(ARRAY[entrypoint], ARRAY[payload], ARRAY[priority], ARRAY[run_at],
                             ARRAY[dedupe_key], ARRAY[headers], ARRAY[max_attempts])

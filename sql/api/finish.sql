@@ -1,10 +1,35 @@
+-- Raises unless the arrays of one batch call have the same length and the batch holds at most
+-- 10,000 jobs. Callers pass the lengths with the batch's first, and an optional array's as
+-- coalesce(cardinality(a), n) so that leaving it out (NULL) passes.
+CREATE OR REPLACE FUNCTION pgq.check_batch(arguments text, lengths integer[]) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
+AS $$
+BEGIN
+    IF lengths[1] > 10000 THEN
+        RAISE EXCEPTION 'pgq: a batch holds at most 10000 jobs, got %', lengths[1]
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    -- array_positions matches NULL to NULL: two missing required arrays agree.
+    IF cardinality(array_positions(lengths, lengths[1])) <> cardinality(lengths) THEN
+        RAISE EXCEPTION 'pgq: % must have the same length, got %', arguments,
+            array_to_string(lengths, ', ', 'NULL')
+            USING ERRCODE = 'array_subscript_error';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION pgq.check_batch(text, integer[]) IS
+    'Raises 2202E unless the given array lengths are equal, 54000 when the batch exceeds 10000 jobs.';
+
 -- Settles failed tries of running jobs: retry after backoff while attempts remain and the error is
 -- retryable, else dead-letter to history as failed (cancelled when a cancel was requested).
 -- Callers pass jobs they hold; it is the one place the retry rule lives.
 CREATE OR REPLACE FUNCTION pgq.settle_failures(job_ids bigint[], errors text[], retryable boolean[])
 RETURNS TABLE (job_id bigint, outcome text)
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
 DECLARE
     v_now timestamptz := pgq.now();
@@ -75,17 +100,15 @@ COMMENT ON FUNCTION pgq.settle_failures(bigint[], text[], boolean[]) IS
 CREATE OR REPLACE FUNCTION pgq.complete_many(job_ids bigint[], lease_tokens uuid[], results jsonb[] DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
 DECLARE
     v_now timestamptz := pgq.now();
     v_done integer;
 BEGIN
-    IF cardinality(job_ids) IS DISTINCT FROM cardinality(lease_tokens)
-        OR coalesce(cardinality(results), cardinality(job_ids)) <> cardinality(job_ids) THEN
-        RAISE EXCEPTION 'pgq: job_ids, lease_tokens and results must have the same length'
-            USING ERRCODE = 'array_subscript_error';
-    END IF;
+    PERFORM pgq.check_batch('job_ids, lease_tokens and results', ARRAY[cardinality(job_ids),
+        cardinality(lease_tokens), coalesce(cardinality(results), cardinality(job_ids))]);
     WITH ended AS (
         DELETE FROM pgq.jobs AS j
         USING unnest(job_ids, lease_tokens, results) AS u(id, token, result)
@@ -113,7 +136,8 @@ COMMENT ON FUNCTION pgq.complete_many(bigint[], uuid[], jsonb[]) IS
 CREATE OR REPLACE FUNCTION pgq.complete(job_id bigint, lease_token uuid, result jsonb DEFAULT NULL)
 RETURNS boolean
 LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
     SELECT pgq.complete_many(ARRAY[job_id], ARRAY[lease_token], ARRAY[result]) = 1
 $$;
@@ -125,7 +149,8 @@ CREATE OR REPLACE FUNCTION pgq.fail_many(
     job_ids bigint[], lease_tokens uuid[], errors text[], retryable boolean[] DEFAULT NULL
 ) RETURNS TABLE (job_id bigint, outcome text)
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
 DECLARE
     v_held bigint[];
@@ -133,12 +158,9 @@ DECLARE
     v_errors text[];
     v_retryable boolean[];
 BEGIN
-    IF cardinality(job_ids) IS DISTINCT FROM cardinality(lease_tokens)
-        OR cardinality(job_ids) IS DISTINCT FROM cardinality(errors)
-        OR coalesce(cardinality(retryable), cardinality(job_ids)) <> cardinality(job_ids) THEN
-        RAISE EXCEPTION 'pgq: job_ids, lease_tokens, errors and retryable must have the same length'
-            USING ERRCODE = 'array_subscript_error';
-    END IF;
+    PERFORM pgq.check_batch('job_ids, lease_tokens, errors and retryable',
+        ARRAY[cardinality(job_ids), cardinality(lease_tokens), cardinality(errors),
+              coalesce(cardinality(retryable), cardinality(job_ids))]);
     v_held := ARRAY(
         SELECT j.id FROM pgq.jobs AS j
         JOIN unnest(job_ids, lease_tokens) AS u(id, token) ON u.id = j.id AND u.token = j.lease_token
@@ -160,7 +182,8 @@ COMMENT ON FUNCTION pgq.fail_many(bigint[], uuid[], text[], boolean[]) IS
 CREATE OR REPLACE FUNCTION pgq.fail(job_id bigint, lease_token uuid, error text, retryable boolean DEFAULT true)
 RETURNS text
 LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
     SELECT coalesce(
         (SELECT f.outcome FROM pgq.fail_many(ARRAY[job_id], ARRAY[lease_token], ARRAY[error],
@@ -173,17 +196,15 @@ COMMENT ON FUNCTION pgq.fail(bigint, uuid, text, boolean) IS
 -- Gives held jobs back to the queue (graceful shutdown): runnable now, the attempt not counted.
 CREATE OR REPLACE FUNCTION pgq.release(job_ids bigint[], lease_tokens uuid[]) RETURNS integer
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
 DECLARE
     v_released integer;
     v_ready text[];
     v_cancelled bigint[];
 BEGIN
-    IF cardinality(job_ids) IS DISTINCT FROM cardinality(lease_tokens) THEN
-        RAISE EXCEPTION 'pgq: job_ids and lease_tokens must have the same length'
-            USING ERRCODE = 'array_subscript_error';
-    END IF;
+    PERFORM pgq.check_batch('job_ids and lease_tokens', ARRAY[cardinality(job_ids), cardinality(lease_tokens)]);
     WITH released AS (
         UPDATE pgq.jobs AS j SET
             state = 'queued', run_at = pgq.now(), attempt = j.attempt - 1, lease_token = NULL,
@@ -214,18 +235,16 @@ CREATE OR REPLACE FUNCTION pgq.heartbeat(
     job_ids bigint[], lease_tokens uuid[], lease_duration interval DEFAULT interval '30 seconds'
 ) RETURNS SETOF bigint
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
 DECLARE
     v_now timestamptz := pgq.now();
     v_held bigint[];
 BEGIN
-    IF cardinality(job_ids) IS DISTINCT FROM cardinality(lease_tokens) THEN
-        RAISE EXCEPTION 'pgq: job_ids and lease_tokens must have the same length'
-            USING ERRCODE = 'array_subscript_error';
-    END IF;
-    IF lease_duration IS NULL OR lease_duration <= interval '0' THEN
-        RAISE EXCEPTION 'pgq: lease_duration must be positive, got %', lease_duration
+    PERFORM pgq.check_batch('job_ids and lease_tokens', ARRAY[cardinality(job_ids), cardinality(lease_tokens)]);
+    IF lease_duration IS NULL OR lease_duration <= interval '0' OR lease_duration > interval '10 years' THEN
+        RAISE EXCEPTION 'pgq: lease_duration must be positive and at most 10 years, got %', lease_duration
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     WITH extended AS (

@@ -205,30 +205,39 @@ LEFT JOIN LATERAL (
 COMMENT ON VIEW pgq.health IS
     'Expired leases, live/dead tuples of pgq.jobs and pgq.job_history, NOTIFY queue usage, and the oldest transaction holding back vacuum.';
 
--- Changes monitoring settings; NULL keeps the current value.
+-- Changes the settings (retention, worker staleness, size caps of enqueue); NULL keeps a value.
 CREATE OR REPLACE FUNCTION pgq.configure(
     history_retention interval DEFAULT NULL,
-    worker_stale_after interval DEFAULT NULL
+    worker_stale_after interval DEFAULT NULL,
+    max_payload_bytes integer DEFAULT NULL,
+    max_headers_bytes integer DEFAULT NULL
 ) RETURNS void
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
 BEGIN
-    IF history_retention < interval '0' THEN
-        RAISE EXCEPTION 'pgq: history_retention must be >= 0, got %', history_retention
+    IF history_retention < interval '0' OR history_retention > interval '10 years' THEN
+        RAISE EXCEPTION 'pgq: history_retention must be between 0 and 10 years, got %', history_retention
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF worker_stale_after <= interval '0' THEN
-        RAISE EXCEPTION 'pgq: worker_stale_after must be positive, got %', worker_stale_after
+    IF worker_stale_after <= interval '0' OR worker_stale_after > interval '10 years' THEN
+        RAISE EXCEPTION 'pgq: worker_stale_after must be positive and at most 10 years, got %', worker_stale_after
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max_payload_bytes < 1 OR max_headers_bytes < 1 THEN
+        RAISE EXCEPTION 'pgq: max_payload_bytes and max_headers_bytes must be positive'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     UPDATE pgq.settings AS s SET
         history_retention = coalesce(configure.history_retention, s.history_retention),
-        worker_stale_after = coalesce(configure.worker_stale_after, s.worker_stale_after);
+        worker_stale_after = coalesce(configure.worker_stale_after, s.worker_stale_after),
+        max_payload_bytes = coalesce(configure.max_payload_bytes, s.max_payload_bytes),
+        max_headers_bytes = coalesce(configure.max_headers_bytes, s.max_headers_bytes);
 END
 $$;
-COMMENT ON FUNCTION pgq.configure(interval, interval) IS
-    'Sets history_retention (default 7 days) and worker_stale_after (default 1 minute); NULL keeps a value.';
+COMMENT ON FUNCTION pgq.configure(interval, interval, integer, integer) IS
+    'Sets history_retention (7 days), worker_stale_after (1 minute), max_payload_bytes (1 MiB) and max_headers_bytes (64 KiB); NULL keeps a value.';
 
 -- Announces a worker, or announces it again after a restart or after prune forgot it.
 CREATE OR REPLACE FUNCTION pgq.register_worker(
@@ -240,13 +249,18 @@ CREATE OR REPLACE FUNCTION pgq.register_worker(
     version text DEFAULT NULL
 ) RETURNS void
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
 DECLARE
     v_now timestamptz := pgq.now();
 BEGIN
     IF worker_id IS NULL OR btrim(worker_id) = '' THEN
         RAISE EXCEPTION 'pgq: worker_id must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF char_length(worker_id) > 200 THEN
+        RAISE EXCEPTION 'pgq: worker_id is limited to 200 characters, got %', char_length(worker_id)
+            USING ERRCODE = 'program_limit_exceeded';
     END IF;
     INSERT INTO pgq.worker_registry AS w (worker_id, hostname, pid, entrypoints, concurrency, version,
                                           started_at, heartbeat_at)
@@ -265,7 +279,8 @@ COMMENT ON FUNCTION pgq.register_worker(text, text[], integer, text, integer, te
 -- Records that a worker is alive; false when it is not registered (register it again).
 CREATE OR REPLACE FUNCTION pgq.worker_heartbeat(worker_id text) RETURNS boolean
 LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
     WITH beat AS (
         UPDATE pgq.worker_registry AS w SET heartbeat_at = pgq.now()
@@ -280,7 +295,8 @@ COMMENT ON FUNCTION pgq.worker_heartbeat(text) IS
 -- Removes a worker from the registry on a clean exit (its jobs should be finished or released first).
 CREATE OR REPLACE FUNCTION pgq.deregister_worker(worker_id text) RETURNS boolean
 LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
     WITH gone AS (
         DELETE FROM pgq.worker_registry AS w WHERE w.worker_id = deregister_worker.worker_id RETURNING 1
@@ -294,7 +310,8 @@ COMMENT ON FUNCTION pgq.deregister_worker(text) IS 'Removes a worker from the re
 -- return 0 at once. Call it until it returns 0.
 CREATE OR REPLACE FUNCTION pgq.prune(max_rows integer DEFAULT 10000) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
 DECLARE
     v_cutoff timestamptz;

@@ -11,7 +11,8 @@ CREATE OR REPLACE FUNCTION pgq.set_entrypoint(
     paused boolean DEFAULT NULL
 ) RETURNS void
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
 BEGIN
     PERFORM pgq.check_entrypoints(ARRAY[name]);
@@ -23,16 +24,18 @@ BEGIN
         RAISE EXCEPTION 'pgq: max_attempts must be >= 1, got %', max_attempts
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF timeout < interval '0' THEN
-        RAISE EXCEPTION 'pgq: timeout must be >= 0 (0 = none), got %', timeout
+    IF timeout < interval '0' OR timeout > interval '10 years' THEN
+        RAISE EXCEPTION 'pgq: timeout must be between 0 (none) and 10 years, got %', timeout
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF backoff_base < interval '0' OR backoff_max < interval '0' THEN
-        RAISE EXCEPTION 'pgq: backoff_base and backoff_max must be >= 0'
+    IF backoff_base < interval '0' OR backoff_max < interval '0'
+        OR backoff_base > interval '10 years' OR backoff_max > interval '10 years' THEN
+        RAISE EXCEPTION 'pgq: backoff_base and backoff_max must be between 0 and 10 years'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF backoff_factor < 1 THEN
-        RAISE EXCEPTION 'pgq: backoff_factor must be >= 1, got %', backoff_factor
+    -- NaN sorts above every number, so it fails the upper bound.
+    IF backoff_factor < 1 OR backoff_factor > 100 THEN
+        RAISE EXCEPTION 'pgq: backoff_factor must be between 1 and 100, got %', backoff_factor
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF jitter < 0 OR jitter > 1 THEN
@@ -67,7 +70,8 @@ CREATE OR REPLACE FUNCTION pgq.backoff(
     attempt integer, base interval, factor numeric, max_delay interval, jitter numeric
 ) RETURNS interval
 LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
     SELECT make_interval(secs => least(
         extract(epoch FROM base)

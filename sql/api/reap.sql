@@ -1,12 +1,17 @@
 -- Fails running jobs whose lease expired or that ran past their timeout, with error 'timeout'.
 CREATE OR REPLACE FUNCTION pgq.reap(max_jobs integer DEFAULT 1000) RETURNS integer
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
 DECLARE
     v_now timestamptz := pgq.now();
     v_ids bigint[];
 BEGIN
+    IF max_jobs IS NULL OR max_jobs < 0 THEN
+        RAISE EXCEPTION 'pgq: max_jobs must be >= 0, got %', max_jobs
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     v_ids := ARRAY(
         SELECT j.id FROM pgq.jobs AS j
         WHERE j.lease_expires_at <= v_now

@@ -1,7 +1,8 @@
 -- The installed schema version: the number of the last applied migration.
 CREATE OR REPLACE FUNCTION pgq.version() RETURNS text
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
     SELECT max(m.version)::text FROM pgq.migrations AS m
 $$;
@@ -11,7 +12,8 @@ COMMENT ON FUNCTION pgq.version() IS 'The installed schema version (the last app
 -- views, types, functions and grants. Installs that describe alike are alike.
 CREATE OR REPLACE FUNCTION pgq.describe_schema() RETURNS SETOF text
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
     WITH ns AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'pgq')
     SELECT line FROM (
@@ -61,7 +63,8 @@ COMMENT ON FUNCTION pgq.describe_schema() IS
 -- A digest of pgq.describe_schema(): equal digests, equal schemas.
 CREATE OR REPLACE FUNCTION pgq.fingerprint() RETURNS text
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
     SELECT md5(string_agg(line, E'\n')) FROM pgq.describe_schema() AS d(line)
 $$;
@@ -70,7 +73,8 @@ COMMENT ON FUNCTION pgq.fingerprint() IS 'md5 of pgq.describe_schema(); recorded
 -- Records the fingerprint of the schema just installed; the last step of every install and upgrade.
 CREATE OR REPLACE FUNCTION pgq.record_install() RETURNS text
 LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pgq
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
 AS $$
     INSERT INTO pgq.installation (singleton, fingerprint, installed_at)
     VALUES (true, pgq.fingerprint(), pg_catalog.now())

@@ -101,8 +101,6 @@ SELECT pgq.enqueue('a', payload => '{"n": 1}', headers => '"text"');
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 SELECT pgq.enqueue_many(NULL, NULL);
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
-SELECT pgq.enqueue_many('{}', '{}');
-\echo SQLSTATE :LAST_ERROR_SQLSTATE
 SELECT pgq.enqueue_many(ARRAY['a', NULL], NULL);
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 SELECT pgq.enqueue_many(ARRAY['a', ''], NULL);

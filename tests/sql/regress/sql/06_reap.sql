@@ -65,6 +65,10 @@ SELECT id, state, attempt, error FROM pgq_test.jobs ORDER BY id;
 SELECT pgq.reap(0);
 SELECT pgq.reap();
 SELECT pgq.reap();
--- A negative max_jobs is an error (from LIMIT), and changes nothing.
+-- A negative or NULL max_jobs is an error, and changes nothing.
 SELECT pgq.reap(-1);
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT pgq.reap(NULL);
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT pgq.promote_due(-1);
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
