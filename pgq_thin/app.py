@@ -6,7 +6,7 @@ import inspect
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -30,9 +30,17 @@ class Job:
     lease_token: uuid.UUID
     lease_expires_at: datetime
     enqueued_at: datetime
-    stop_requested: threading.Event = field(
-        default_factory=threading.Event, repr=False, compare=False
-    )
+
+    @property
+    def stop_requested(self) -> threading.Event:
+        """Set once the worker wants the handler to stop; a `def` handler may wait on it.
+
+        Made on first use, as most jobs never need one.
+        """
+        event: threading.Event | None = self.__dict__.get("_stop_requested")
+        if event is None:  # setdefault is atomic: a handler thread and the worker share one
+            event = self.__dict__.setdefault("_stop_requested", threading.Event())
+        return event
 
     @property
     def cancelled(self) -> bool:
@@ -40,7 +48,8 @@ class Job:
 
         Async handlers are cancelled outright; plain `def` handlers in threads may poll this.
         """
-        return self.stop_requested.is_set()
+        event: threading.Event | None = self.__dict__.get("_stop_requested")
+        return event is not None and event.is_set()
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ from pgq_thin.config import Settings, env_var, load_settings
 from pgq_thin.connection import connect
 from pgq_thin.consumer import Worker
 from pgq_thin.errors import PgqError
+from pgq_thin.observer import JobObserver
 from pgq_thin.producer import Queue
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -50,6 +51,18 @@ SETTING_FLAGS = {
         "Lease per claim, renewed every third of it; a crashed worker's jobs run again after it.",
     ),
     "log_level": ("LEVEL", "DEBUG, INFO, WARNING or ERROR."),
+    "metrics_port": (
+        "PORT",
+        "Serve Prometheus /metrics on this port (needs pgq-thin[metrics]; none = off).",
+    ),
+    "vacuum_interval": (
+        "SECONDS",
+        "How often one worker VACUUMs the hot table pgq.jobs (0 = leave it to autovacuum).",
+    ),
+    "prune_interval": (
+        "SECONDS",
+        "How often pgq.prune() removes history older than the retention (0 = never).",
+    ),
 }
 
 
@@ -142,13 +155,16 @@ def run(factory: str, mode: str, config_path: str | None, **flags: str | None) -
     )
     target = load_target(factory)
 
-    async def serve() -> tuple[int, int]:
+    async def serve(observer: JobObserver | None) -> tuple[int, int]:
         async with open_app(target) as app:
-            worker = Worker(app, settings, mode="drain" if mode == "drain" else "forever")
+            worker = Worker(
+                app, settings, mode="drain" if mode == "drain" else "forever", observer=observer
+            )
             worker.install_signal_handlers()
             return await worker.run(), worker.lingering_threads
 
-    code, lingering = asyncio.run(serve())
+    with metrics_endpoint(settings) as observer:
+        code, lingering = asyncio.run(serve(observer))
     if lingering:
         logging.getLogger("pgq_thin.worker").warning(
             "exiting with %d handler thread(s) still running", lingering
@@ -156,6 +172,27 @@ def run(factory: str, mode: str, config_path: str | None, **flags: str | None) -
         logging.shutdown()
         os._exit(code)  # threads cannot be interrupted; don't wait for them
     sys.exit(code)
+
+
+@contextmanager
+def metrics_endpoint(settings: Settings) -> Iterator[JobObserver | None]:
+    """With a metrics port: /metrics served meanwhile, and the observer that feeds it."""
+    if settings.metrics_port is None:
+        yield None
+        return
+    from pgq_thin import metrics  # prometheus-client is an optional extra
+
+    try:
+        server = metrics.serve(settings.metrics_port, settings.database_url)
+    except OSError as exc:
+        raise PgqError(f"cannot serve metrics on port {settings.metrics_port}: {exc}") from None
+    logging.getLogger("pgq_thin.metrics").info(
+        "serving Prometheus metrics on port %d at /metrics", settings.metrics_port
+    )
+    try:
+        yield metrics.PrometheusObserver()
+    finally:
+        server.shutdown()
 
 
 def _json(text: str, what: str) -> Any:

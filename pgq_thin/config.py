@@ -28,6 +28,9 @@ class Settings:
     shutdown_grace: float = 10.0
     lease_duration: float = 30.0
     log_level: str = "INFO"
+    metrics_port: int | None = None
+    vacuum_interval: float = 0.5
+    prune_interval: float = 60.0
 
 
 Value = str | int | float
@@ -62,7 +65,7 @@ def _positive_seconds(raw: Value) -> float:
     return number
 
 
-def _grace_seconds(raw: Value) -> float:
+def _non_negative_seconds(raw: Value) -> float:
     number = float(_number(raw, float))
     if number < 0:
         raise ValueError("must be a number of seconds >= 0")
@@ -72,7 +75,16 @@ def _grace_seconds(raw: Value) -> float:
 def _timeout(raw: Value) -> float | None:
     if isinstance(raw, str) and raw.strip().lower() in ("none", "off"):
         return None
-    return _grace_seconds(raw) or None
+    return _non_negative_seconds(raw) or None
+
+
+def _port(raw: Value) -> int | None:
+    if isinstance(raw, str) and raw.strip().lower() in ("none", "off"):
+        return None
+    number = int(_number(raw, int))
+    if not 1 <= number <= 65535:
+        raise ValueError("must be a TCP port from 1 to 65535 (or none)")
+    return number
 
 
 def _text(raw: Value) -> str:
@@ -95,9 +107,12 @@ KEYS: dict[str, tuple[str, Callable[[Value], object]]] = {
     "job_timeout": ("JOB_TIMEOUT", _timeout),
     "batch_size": ("PGQ_BATCH_SIZE", _positive_int),
     "poll_interval": ("PGQ_POLL_INTERVAL", _positive_seconds),
-    "shutdown_grace": ("PGQ_SHUTDOWN_GRACE", _grace_seconds),
+    "shutdown_grace": ("PGQ_SHUTDOWN_GRACE", _non_negative_seconds),
     "lease_duration": ("PGQ_LEASE_DURATION", _positive_seconds),
     "log_level": ("PGQ_LOG_LEVEL", _log_level),
+    "metrics_port": ("PGQ_METRICS_PORT", _port),
+    "vacuum_interval": ("PGQ_VACUUM_INTERVAL", _non_negative_seconds),
+    "prune_interval": ("PGQ_PRUNE_INTERVAL", _non_negative_seconds),
 }
 
 

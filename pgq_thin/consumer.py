@@ -4,7 +4,8 @@ Every state change is a pgq.* call. Loops on one asyncio event loop: claiming (p
 sized to free capacity, woken by NOTIFY pgq_jobs, polling as the fallback), listening (a
 dedicated LISTEN connection, also for pgq_cancel), heartbeats (pgq.heartbeat for every held
 job; the ids it no longer holds are stopped; the worker itself in pgq.workers) and the
-OutcomeWriter (batched, fenced writes).
+OutcomeWriter (batched, fenced writes). Each job runs as its own task (`async def` handlers
+are awaited in it, plain `def` ones on HandlerThreads); a claim is decoded in one go.
 """
 
 from __future__ import annotations
@@ -18,13 +19,11 @@ import signal
 import socket
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
 import psycopg
-from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
 from pgq_thin import __version__
@@ -32,7 +31,10 @@ from pgq_thin.app import App, Entrypoint, Job
 from pgq_thin.config import Settings
 from pgq_thin.connection import describe, resolve_dsn
 from pgq_thin.errors import PgqError
+from pgq_thin.maintenance import Maintenance
+from pgq_thin.observer import JobObserver
 from pgq_thin.outcomes import TRANSIENT, Outcome, OutcomeWriter, Retry, kv, one_line
+from pgq_thin.threads import HandlerThreads, ThreadCall
 
 log = logging.getLogger("pgq_thin.worker")
 
@@ -50,7 +52,12 @@ SELECT pgq.set_entrypoint(%s, concurrency_limit => %s, max_attempts => %s, timeo
 REGISTER = "SELECT pgq.register_worker(%s, %s, %s, %s, %s, %s)"
 WORKER_HEARTBEAT = "SELECT pgq.worker_heartbeat(%s)"
 DEREGISTER = "SELECT pgq.deregister_worker(%s)"
-DEQUEUE = "SELECT * FROM pgq.dequeue(%s, %s, %s, %s)"
+# payload and headers come as text: a claim's JSON is decoded in one json.loads (see _jobs).
+DEQUEUE = """
+SELECT id, entrypoint, payload::text, headers::text, priority, attempt, max_attempts, lease_token,
+       lease_expires_at, enqueued_at
+FROM pgq.dequeue(%b, %b, %b, %b)
+"""
 HEARTBEAT = "SELECT * FROM pgq.heartbeat(%s, %s, %s)"
 NOT_INSTALLED = (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName)
 
@@ -62,7 +69,7 @@ class _Held:
     job: Job
     claimed_at: float  # loop.time() when pgq.dequeue was sent; timeouts count from it
     task: asyncio.Task[None] | None = None
-    thread: Future[Any] | None = None
+    call: ThreadCall | None = None  # a `def` handler's, in its thread
     stop_reason: str | None = None
     reported: bool = False
 
@@ -72,6 +79,14 @@ async def _wait(event: asyncio.Event, timeout: float | None) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
             await event.wait()
+
+
+def _jobs(rows: list[tuple[Any, ...]]) -> list[Job]:
+    """Jobs from pgq.dequeue rows (as DEQUEUE selects them), decoding all their JSON at once."""
+    texts = [row[2] for row in rows] + [row[3] for row in rows]
+    docs = json.loads(f"[{','.join(texts)}]")
+    n = len(rows)
+    return [Job(r[0], r[1], docs[i], docs[n + i], *r[4:]) for i, r in enumerate(rows)]
 
 
 def _seconds(value: float | None) -> timedelta | None:
@@ -97,7 +112,13 @@ class Worker:
     """Serves an App's entrypoints until stopped (in drain mode: until nothing is claimable)."""
 
     def __init__(
-        self, app: App, settings: Settings, *, mode: Mode = "forever", worker_id: str | None = None
+        self,
+        app: App,
+        settings: Settings,
+        *,
+        mode: Mode = "forever",
+        worker_id: str | None = None,
+        observer: JobObserver | None = None,
     ) -> None:
         if not app.entrypoints:
             raise PgqError("the app has no entrypoints: register one with @app.entrypoint(name)")
@@ -107,6 +128,7 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.dsn = resolve_dsn(settings.database_url)
         self.exit_code = 0
+        self._observer = observer or JobObserver()  # metrics hooks; the base does nothing
         self._names = sorted(app.entrypoints)
         self._lease = timedelta(seconds=settings.lease_duration)
         self._held: dict[uuid.UUID, _Held] = {}  # by lease token: one per claim
@@ -115,9 +137,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._beat_now = asyncio.Event()
         self._stop = asyncio.Event()
-        self._executor = ThreadPoolExecutor(
-            max_workers=settings.max_concurrent_jobs, thread_name_prefix="pgq-handler"
-        )
+        self._threads = HandlerThreads(settings.max_concurrent_jobs)
         self._pool = AsyncConnectionPool(
             self.dsn,
             min_size=3,  # claiming, heartbeats, outcomes
@@ -168,6 +188,7 @@ class Worker:
         background = [
             asyncio.create_task(self._listen(), name="listener"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(Maintenance(self.dsn, self.settings).run(), name="maintenance"),
         ]
         for task in background:
             task.add_done_callback(self._background_done)
@@ -186,7 +207,7 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*background, writer, return_exceptions=True)
             await self._pool.close()
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._threads.shutdown()
         return self.exit_code
 
     def _fatal(self, message: str) -> None:
@@ -262,9 +283,10 @@ class Worker:
             claimed_at = asyncio.get_running_loop().time()
             try:
                 async with self._pool.connection() as conn:
-                    cur = conn.cursor(row_factory=class_row(Job))
-                    await cur.execute(DEQUEUE, (self._names, want, self.worker_id, self._lease))
-                    jobs = await cur.fetchall()
+                    cur = await conn.execute(
+                        DEQUEUE, (self._names, want, self.worker_id, self._lease), binary=True
+                    )
+                    jobs = _jobs(await cur.fetchall())
             except TRANSIENT as exc:
                 delay = retry.next()
                 log.warning("dequeue failed: %s; retrying in %gs", one_line(exc), delay)
@@ -296,6 +318,7 @@ class Worker:
     async def _run_job(self, held: _Held) -> None:
         if log.isEnabledFor(logging.INFO):
             log.info("job started %s", kv(held.job))
+        self._observer.started(held.job)
         try:
             self._report(held, await self._execute(held))
         finally:
@@ -310,11 +333,14 @@ class Worker:
                 job, 0.0, f"unknown entrypoint {job.entrypoint!r}", retryable=False
             )
         timeout = entry.timeout if entry.timeout is not None else self.settings.job_timeout
-        scope = asyncio.timeout_at(held.claimed_at + timeout if timeout else None)
+        scope = asyncio.timeout_at(held.claimed_at + timeout) if timeout else None
         started = time.monotonic()
         try:
-            async with scope:
+            if scope is None:  # no timeout: no scope to enter and leave for every job
                 result = await self._call(held, entry)
+            else:
+                async with scope:
+                    result = await self._call(held, entry)
         except asyncio.CancelledError:
             if held.stop_reason is None:
                 raise
@@ -323,7 +349,7 @@ class Worker:
             return Outcome.failure(job, time.monotonic() - started, held.stop_reason)
         except BaseException as exc:  # whatever a handler does, the worker carries on
             took = time.monotonic() - started
-            if isinstance(exc, TimeoutError) and scope.expired():
+            if isinstance(exc, TimeoutError) and scope is not None and scope.expired():
                 job.stop_requested.set()
                 return Outcome.failure(job, took, "timeout", f"timeout after {timeout:g}s")
             return Outcome.exception(job, took, exc, entry.is_retryable(exc))
@@ -332,17 +358,17 @@ class Worker:
     async def _call(self, held: _Held, entry: Entrypoint) -> Any:
         if entry.is_async:
             return await entry.handler(held.job)
-        held.thread = self._executor.submit(entry.handler, held.job)
-        return await asyncio.wrap_future(held.thread)
+        held.call = self._threads.start(entry.handler, held.job)
+        return await held.call.result
 
     def _end_job(self, held: _Held) -> None:
         """Free the job's slot, once its thread (if any) has returned too."""
-        if held.thread is None or held.thread.done():
+        if held.call is None or not held.call.still_running():
             self._free_slot()
             return
         log.warning("handler thread of job %d still running; its slot stays taken", held.job.id)
         loop = asyncio.get_running_loop()
-        held.thread.add_done_callback(lambda _: loop.call_soon_threadsafe(self._free_slot))
+        held.call.thread.add_done_callback(lambda _: loop.call_soon_threadsafe(self._free_slot))
 
     def _free_slot(self) -> None:
         self._busy -= 1
@@ -361,8 +387,9 @@ class Worker:
             held.reported = True
             self._outcomes.add(outcome)
 
-    def _settled(self, outcome: Outcome) -> None:
+    def _settled(self, outcome: Outcome, answer: str) -> None:
         """The outcome is written (or refused): the claim is over."""
+        self._observer.finished(outcome, answer)
         self._held.pop(outcome.job.lease_token, None)
         if not self._held:
             self._wake.set()  # drain mode may be done

@@ -1,12 +1,13 @@
 """Prometheus metrics (optional extra: ``pip install 'pgq-thin[metrics]'``).
 
-The worker reports each job through two hooks, and `serve` exposes ``/metrics``:
+`serve` exposes ``/metrics``; a worker given a `PrometheusObserver` (``pgq-thin run
+--metrics-port N``) reports each job through two hooks:
 
 - ``job_started(entrypoint)`` when a claimed job's handler starts;
 - ``job_finished(entrypoint, outcome, seconds, timed_out=False)`` when it ended, with the
   outcome the database gave: ``"succeeded"`` (pgq.complete returned true) or what pgq.fail
-  returned (``"queued"`` = retried, ``"failed"``, ``"cancelled"``, ``"stale"``);
-  ``timed_out`` when the handler ran out of time.
+  returned (``"queued"`` = retried, ``"failed"``, ``"cancelled"``, ``"stale"``), or
+  ``"released"`` (shutdown) / ``"refused"``; ``timed_out`` when the handler ran out of time.
 
 Counters ``pgq_jobs_{started,succeeded,failed,retried,timed_out}_total{entrypoint}`` and the
 histogram ``pgq_job_run_seconds{entrypoint,outcome}`` count this process's jobs; the gauges
@@ -24,8 +25,11 @@ from wsgiref.simple_server import WSGIServer
 import psycopg
 
 from pgq_thin import monitor
+from pgq_thin.app import Job
 from pgq_thin.connection import connect
 from pgq_thin.errors import PgqError
+from pgq_thin.observer import JobObserver
+from pgq_thin.outcomes import Outcome
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
@@ -63,6 +67,19 @@ def job_finished(entrypoint: str, outcome: str, seconds: float, *, timed_out: bo
     if timed_out:
         TIMED_OUT.labels(entrypoint).inc()
     RUN_SECONDS.labels(entrypoint, _OUTCOME_LABELS.get(outcome, outcome)).observe(seconds)
+
+
+class PrometheusObserver(JobObserver):
+    """Feeds a worker's jobs to the counters and the histogram."""
+
+    def started(self, job: Job) -> None:
+        """Count the start."""
+        job_started(job.entrypoint)
+
+    def finished(self, outcome: Outcome, answer: str) -> None:
+        """Count the outcome the database gave; 'timeout' is the error of a try out of time."""
+        timed_out = outcome.kind == "fail" and outcome.error == "timeout"
+        job_finished(outcome.job.entrypoint, answer, outcome.duration, timed_out=timed_out)
 
 
 class QueueCollector:

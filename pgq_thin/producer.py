@@ -32,15 +32,22 @@ class NewJob:
     max_attempts: int | None = None
 
 
-# run_at, or the database clock plus delay: the delay is measured by the server, not the client.
+# The batch travels in few parameters: entrypoints as a binary text[], payloads and headers as
+# one JSON array each, and NULL for a column every job leaves at its default (the SQL's own
+# default then applies). run_at, or the database clock plus delay: the delay is measured by the
+# server, not the client.
 ENQUEUE_MANY = """
 SELECT * FROM pgq.enqueue_many(
-    %(entrypoints)s::text[], %(payloads)s::jsonb[], %(priorities)s::int[],
-    ARRAY(SELECT coalesce(r, pgq.now() + d * interval '1 second')
-          FROM unnest(%(run_ats)s::timestamptz[], %(delays)s::float8[])
-               WITH ORDINALITY AS t(r, d, i)
-          ORDER BY i),
-    %(dedupe_keys)s::text[], %(headers)s::jsonb[], %(max_attempts)s::int[])
+    %(entrypoints)b::text[],
+    (SELECT array_agg(p ORDER BY i)
+     FROM jsonb_array_elements(%(payloads)b) WITH ORDINALITY AS t(p, i)),
+    %(priorities)b::int[],
+    (SELECT array_agg(coalesce(r, pgq.now() + d * interval '1 second') ORDER BY i)
+     FROM unnest(%(run_ats)b::timestamptz[], %(delays)b::float8[]) WITH ORDINALITY AS t(r, d, i)),
+    %(dedupe_keys)b::text[],
+    (SELECT array_agg(h ORDER BY i)
+     FROM jsonb_array_elements(%(headers)b) WITH ORDINALITY AS t(h, i)),
+    %(max_attempts)b::int[])
 """
 
 
@@ -48,32 +55,28 @@ def _seconds(delay: float | timedelta | None) -> float | None:
     return delay.total_seconds() if isinstance(delay, timedelta) else delay
 
 
-def _params(jobs: Iterable[NewJob]) -> dict[str, list[Any]]:
-    params: dict[str, list[Any]] = {
-        name: []
-        for name in (
-            "entrypoints",
-            "payloads",
-            "priorities",
-            "run_ats",
-            "delays",
-            "dedupe_keys",
-            "headers",
-            "max_attempts",
-        )
-    }
-    for job in jobs:
+def _unless_all(default: Any, values: list[Any]) -> list[Any] | None:
+    """`values`, or None (SQL NULL) when every one is `default`."""
+    return None if values.count(default) == len(values) else values
+
+
+def _params(jobs: Iterable[NewJob]) -> dict[str, Any]:
+    """pgq.enqueue_many's parameters, by name."""
+    batch = list(jobs)
+    for job in batch:
         if job.run_at is not None and job.delay is not None:
             raise PgqError(f"job for {job.entrypoint!r}: give run_at or delay, not both")
-        params["entrypoints"].append(job.entrypoint)
-        params["payloads"].append(Jsonb({} if job.payload is None else job.payload))
-        params["priorities"].append(job.priority)
-        params["run_ats"].append(job.run_at)
-        params["delays"].append(_seconds(job.delay))
-        params["dedupe_keys"].append(job.dedupe_key)
-        params["headers"].append(Jsonb(job.headers or {}))
-        params["max_attempts"].append(job.max_attempts)
-    return params
+    headers = _unless_all(None, [job.headers for job in batch])
+    return {
+        "entrypoints": [job.entrypoint for job in batch],
+        "payloads": Jsonb([{} if job.payload is None else job.payload for job in batch]),
+        "priorities": _unless_all(0, [job.priority for job in batch]),
+        "run_ats": _unless_all(None, [job.run_at for job in batch]),
+        "delays": _unless_all(None, [_seconds(job.delay) for job in batch]),
+        "dedupe_keys": _unless_all(None, [job.dedupe_key for job in batch]),
+        "headers": None if headers is None else Jsonb([h or {} for h in headers]),
+        "max_attempts": _unless_all(None, [job.max_attempts for job in batch]),
+    }
 
 
 class Queue:
@@ -111,7 +114,7 @@ class Queue:
         return self._run(self._target, params)
 
     @staticmethod
-    def _run(conn: psycopg.Connection[Any], params: dict[str, list[Any]]) -> list[int]:
+    def _run(conn: psycopg.Connection[Any], params: dict[str, Any]) -> list[int]:
         rows = conn.execute(ENQUEUE_MANY, params).fetchall()
         return [row[0] for row in rows]
 
@@ -153,6 +156,6 @@ class AsyncQueue:
         return await self._run(self._target, params)
 
     @staticmethod
-    async def _run(conn: psycopg.AsyncConnection[Any], params: dict[str, list[Any]]) -> list[int]:
+    async def _run(conn: psycopg.AsyncConnection[Any], params: dict[str, Any]) -> list[int]:
         cur = await conn.execute(ENQUEUE_MANY, params)
         return [row[0] for row in await cur.fetchall()]

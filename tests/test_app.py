@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,16 @@ def test_entrypoint_registers_async_and_sync_handlers() -> None:
     assert app.entrypoints["b"].is_retryable(KeyError("x"))
     assert not app.entrypoints["b"].is_retryable(ValueError("x"))
     assert app.entrypoints["a"].is_retryable(ValueError("x"))
+
+
+def test_a_jobs_stop_event_is_made_on_first_use_and_then_kept() -> None:
+    now = datetime.now(UTC)
+    job = Job(1, "a", {}, {}, 0, 1, None, uuid.uuid4(), now, now)
+    assert not job.cancelled  # asking does not need the event
+    event = job.stop_requested
+    assert job.stop_requested is event and not job.cancelled
+    event.set()
+    assert job.cancelled
 
 
 @pytest.mark.parametrize(

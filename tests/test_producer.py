@@ -73,6 +73,38 @@ def test_enqueue_many_returns_ids_in_input_order(pgq_conn: Conn) -> None:
     assert Queue(pgq_conn).enqueue_many([]) == []
 
 
+def test_a_large_mixed_batch_keeps_each_jobs_own_options(pgq_conn: Conn) -> None:
+    # A column every job leaves at its default is sent as NULL, one any job sets is sent
+    # whole, payloads and headers as one JSON array each: each job keeps its own values.
+    def job(n: int) -> NewJob:
+        return NewJob(
+            "b" if n % 2 else "a",
+            {"n": n, "text": 'comma, "quote" ]}'} if n % 4 else [n, None, "\u00fc", 1.5],
+            priority=5 if n % 7 == 0 else 0,
+            delay=60 if n % 5 == 0 else None,
+            dedupe_key="dup" if n in (10, 20) else (f"k{n}" if n % 3 == 0 else None),
+            headers={"h": n} if n % 6 == 0 else None,
+            max_attempts=2 if n % 9 == 0 else None,
+        )
+
+    batch = [job(n) for n in range(1000)]
+    ids = Queue(pgq_conn).enqueue_many(batch)
+    assert len(ids) == 1000 and ids[20] == ids[10] and len(set(ids)) == 999
+    rows = pgq_conn.execute(
+        "SELECT id, entrypoint, payload, priority, run_at - enqueued_at, dedupe_key, headers,"
+        " max_attempts FROM pgq.jobs"
+    ).fetchall()
+    stored = {row[0]: row[1:] for row in rows}
+    for n, (job_id, new) in enumerate(zip(ids, batch, strict=True)):
+        if n == 20:
+            continue  # the same key as job 10: that job's id
+        delay = timedelta(seconds=new.delay or 0)
+        assert stored[job_id] == (
+            new.entrypoint, new.payload, new.priority, delay, new.dedupe_key,
+            new.headers or {}, new.max_attempts,
+        ), n  # fmt: skip
+
+
 def test_pool_commits_on_its_own(pgq_dsn: str, pgq_conn: Conn) -> None:
     with ConnectionPool(pgq_dsn, min_size=1, open=True) as pool:
         Queue(pool).enqueue("send")

@@ -1,17 +1,20 @@
 """The worker runtime end to end: real `pgq-thin run` subprocesses against real PostgreSQL.
 
 The app they serve is tests/worker_app.py; its handlers record starts and ends in `events`.
+The last tests drain the queue with a Worker in the test's own process instead.
 Waits are bounded polls; nothing asserts how long anything took.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +23,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgq_thin import NewJob, Queue
+from pgq_thin import App, Job, NewJob, Queue
+from pgq_thin.config import Settings
+from pgq_thin.consumer import Worker
 
 REPO = Path(__file__).resolve().parents[1]
 APP = Path(__file__).with_name("worker_app.py")
@@ -385,3 +390,90 @@ def test_cancel_stops_a_running_handler_and_the_registry_shows_the_worker(
     worker.send(signal.SIGTERM)
     assert worker.wait() == 0, worker.log()
     assert db.execute(registry).fetchall() == []  # deregistered on a clean exit
+
+
+def drain(dsn: str, app: App, **settings: Any) -> int:
+    """Run an in-process Worker in drain mode; returns its exit status."""
+
+    async def run() -> int:
+        worker = Worker(app, Settings(database_url=dsn, **settings), mode="drain")
+        return await asyncio.wait_for(worker.run(), 60)
+
+    return asyncio.run(run())
+
+
+def echo(job: Job) -> dict[str, Any]:
+    return {"id": job.id, "payload": job.payload, "headers": job.headers}
+
+
+def test_each_handler_of_a_claim_batch_gets_its_own_job(pgq_dsn: str, db: Conn) -> None:
+    # A claim's JSON is decoded in one go and `def` handlers' results come back in batches:
+    # nothing may end up with another job's payload, headers or result.
+    app = App()
+    app.entrypoint("echo_sync")(echo)
+
+    @app.entrypoint("echo_async")
+    async def echo_async(job: Job) -> dict[str, Any]:
+        return echo(job)
+
+    odd = ['comma, ] } " quote', [1, [2, {"x": None}]], 12345678901234567890, 1.5, True, {}]
+    batch = [
+        NewJob(name, odd[n % len(odd)] if n % 4 else {"n": n}, headers={"n": n} if n % 3 else None)
+        for n in range(150)
+        for name in ("echo_async", "echo_sync")
+    ]
+    ids = Queue(db).enqueue_many(batch)
+    ids.append(count(db, "SELECT pgq.enqueue('echo_async', 'null')"))  # a JSON null payload
+    batch.append(NewJob("echo_async", None))
+    assert drain(pgq_dsn, app, max_concurrent_jobs=40, batch_size=25) == 0
+    done = {row[0]: row[1:] for row in db.execute("SELECT id, state, result FROM pgq.job_history")}
+    for job_id, new in zip(ids, batch, strict=True):
+        payload = new.payload if job_id != ids[-1] else None
+        expected = {"id": job_id, "payload": payload, "headers": new.headers or {}}
+        assert done[job_id] == ("succeeded", expected)
+
+
+def test_results_may_all_be_none_and_a_def_handler_may_raise_anything(
+    pgq_dsn: str, db: Conn
+) -> None:
+    app = App()
+
+    @app.entrypoint("quiet")
+    async def quiet(job: Job) -> None:
+        return None
+
+    @app.entrypoint("stop", max_attempts=1)
+    def stop(job: Job) -> None:
+        raise StopIteration  # asyncio futures refuse it: it must still fail the job
+
+    quiet_ids = enqueue(db, "quiet", [{}] * 30)
+    stop_ids = enqueue(db, "stop", [{}] * 3)
+    assert drain(pgq_dsn, app, batch_size=50) == 0
+    done = history(db)
+    assert [done[i] for i in quiet_ids] == [("succeeded", 1, None, None)] * 30
+    for job_id in stop_ids:
+        state, attempt, error, _ = done[job_id]
+        assert (state, attempt) == ("failed", 1)
+        assert error.startswith("RuntimeError: handler raised StopIteration")
+
+
+def test_a_def_handler_outliving_its_timeout_keeps_its_slot_until_it_returns(
+    pgq_dsn: str, db: Conn
+) -> None:
+    app = App()
+    events: list[tuple[str, int]] = []
+    release = threading.Event()
+
+    @app.entrypoint("stubborn", max_attempts=1)
+    def stubborn(job: Job) -> None:
+        events.append(("start", job.id))
+        if len(events) == 1:
+            threading.Timer(0.5, release.set).start()
+            release.wait(10)  # ignores job.cancelled: threads cannot be interrupted
+        events.append(("end", job.id))
+
+    first, second = enqueue(db, "stubborn", [{}, {}])
+    assert drain(pgq_dsn, app, max_concurrent_jobs=1, job_timeout=0.1) == 0
+    assert history(db)[first][:3] == ("failed", 1, "timeout")
+    assert history(db)[second][:2] == ("succeeded", 1)
+    assert events == [("start", first), ("end", first), ("start", second), ("end", second)]

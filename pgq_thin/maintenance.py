@@ -1,0 +1,158 @@
+"""A worker's upkeep loop: VACUUM the hot table every half second, pgq.prune() every minute.
+
+Finished jobs leave dead tuples in pgq.jobs, and the space the table and its indexes hold
+grows with the jobs run between two vacuums (bench/run.py --only churn). Autovacuum at its
+defaults looks once a minute, so one worker at a time (the holder of a session advisory lock
+on its own connection) runs a plain VACUUM of pgq.jobs whenever its dead tuples pass 100 + 10%
+of the live ones. VACUUM cannot run in a transaction or a function, hence a client-side loop.
+PostgreSQL lets only the table's owner, the database owner or a superuser vacuum it: any
+other role gets one warning at start and the loop leaves vacuuming to autovacuum.
+
+Every worker calls pgq.prune() (which lets one caller at a time in) until it returns 0;
+the retention is the database's (pgq.configure). Errors are logged and retried at the next
+tick; they never stop the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import psycopg
+
+from pgq_thin.config import Settings
+from pgq_thin.outcomes import TRANSIENT, one_line
+
+log = logging.getLogger("pgq_thin.maintenance")
+
+APPLICATION_NAME = "pgq-thin maintenance"
+VACUUM_LOCK = (1886418288, 3)  # pgq's advisory key space: 1 install, 2 prune, 3 vacuum
+PRUNE_BATCH = 10_000
+
+TRY_LOCK = "SELECT pg_try_advisory_lock(%s, %s)"
+# Worth a VACUUM: dead tuples past 100 + 10% of the live ones (a deep backlog is not rescanned
+# every tick for the few jobs finished since the last one).
+NEEDS_VACUUM = """
+SELECT pg_stat_get_dead_tuples(t.oid) > 100 + pg_stat_get_live_tuples(t.oid) / 10
+FROM (SELECT 'pgq.jobs'::regclass::oid) AS t(oid)
+"""
+VACUUM = "VACUUM pgq.jobs"
+PRUNE = "SELECT pgq.prune(%s)"
+# Who may VACUUM a table in PostgreSQL 15: a superuser, its owner, or the database's owner
+# (membership counts as in pg_has_role ... 'USAGE').
+MAY_VACUUM = """
+SELECT r.rolsuper OR pg_has_role(c.relowner, 'USAGE') OR pg_has_role(d.datdba, 'USAGE')
+FROM pg_catalog.pg_class AS c, pg_catalog.pg_roles AS r, pg_catalog.pg_database AS d
+WHERE c.oid = 'pgq.jobs'::regclass AND r.rolname = current_user
+  AND d.datname = current_database()
+"""
+
+Conn = psycopg.AsyncConnection[Any]
+
+
+class Maintenance:
+    """Runs VACUUM of pgq.jobs and pgq.prune() on their intervals (0 turns either off)."""
+
+    def __init__(self, dsn: str, settings: Settings) -> None:
+        self.dsn = dsn
+        self.intervals = {"vacuum": settings.vacuum_interval, "prune": settings.prune_interval}
+        self._tasks = {"vacuum": self._vacuum, "prune": self._prune}
+        self._conn: Conn | None = None
+        self._checked = False  # whether this role may vacuum was looked up
+        self._vacuumer = False  # holds the vacuum lock on the current connection
+        self._failing: set[str] = set()  # tasks whose last run failed (one warning each)
+
+    def _enabled(self) -> list[str]:
+        return [name for name, every in self.intervals.items() if every]
+
+    async def run(self) -> None:
+        """Until cancelled (or every task is off): each task when it is due, on one connection."""
+        if not self._enabled():
+            return
+        log.info(
+            "maintenance: VACUUM pgq.jobs every %s, pgq.prune() every %s",
+            *(f"{every:g}s" if every else "never" for every in self.intervals.values()),
+        )
+        due = dict.fromkeys(self.intervals, 0.0)
+        try:
+            while enabled := self._enabled():
+                for name in enabled:
+                    if due[name] <= time.monotonic():
+                        due[name] = time.monotonic() + self.intervals[name]
+                        await self._guarded(name)
+                pending = [due[name] for name in self._enabled()]
+                if pending:
+                    await asyncio.sleep(max(0.0, min(pending) - time.monotonic()))
+        finally:
+            await self._drop_connection()
+
+    async def _guarded(self, name: str) -> None:
+        """One run of a task; a failure is logged once until the task works again."""
+        try:
+            await self._tasks[name](await self._connection())
+        except psycopg.errors.InsufficientPrivilege as exc:
+            log.warning("maintenance: %s disabled: %s", name, one_line(exc))
+            self.intervals[name] = 0.0
+        except psycopg.Error as exc:
+            if name not in self._failing:
+                log.warning("maintenance: %s failed: %s; retrying", name, one_line(exc))
+                self._failing.add(name)
+            if isinstance(exc, TRANSIENT):
+                await self._drop_connection()  # reconnect next time
+        else:
+            if name in self._failing:
+                log.info("maintenance: %s works again", name)
+                self._failing.discard(name)
+
+    async def _connection(self) -> Conn:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self.dsn, autocommit=True, connect_timeout=10, application_name=APPLICATION_NAME
+            )
+            self._vacuumer = False
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+        self._conn = None
+
+    async def _vacuum(self, conn: Conn) -> None:
+        """VACUUM pgq.jobs if enough of it is dead and this worker is the one that vacuums."""
+        if not self._checked:
+            allowed = await _fetch(conn, MAY_VACUUM)
+            self._checked = True
+            if not allowed:
+                log.warning(
+                    "maintenance: VACUUM of pgq.jobs disabled: role %r may not vacuum it (only "
+                    "its owner, the database owner or a superuser may), so only autovacuum "
+                    "cleans the hot table (set PGQ_VACUUM_INTERVAL=0 to silence this)",
+                    conn.info.user,
+                )
+                self.intervals["vacuum"] = 0.0
+                return
+        if not self._vacuumer:
+            self._vacuumer = bool(await _fetch(conn, TRY_LOCK, VACUUM_LOCK))
+            if not self._vacuumer:
+                return  # another worker vacuums
+        if await _fetch(conn, NEEDS_VACUUM):
+            started = time.monotonic()
+            await conn.execute(VACUUM)
+            log.debug("maintenance: vacuumed pgq.jobs in %.3fs", time.monotonic() - started)
+
+    async def _prune(self, conn: Conn) -> None:
+        """pgq.prune() until it has nothing left (or another worker is pruning)."""
+        total = 0
+        while removed := await _fetch(conn, PRUNE, (PRUNE_BATCH,)):
+            total += removed
+        if total:
+            log.info("maintenance: pruned %d row(s) older than the history retention", total)
+
+
+async def _fetch(conn: Conn, query: str, params: tuple[Any, ...] | None = None) -> Any:
+    """The first column of the first row."""
+    cur = await conn.execute(query, params)
+    row = await cur.fetchone()
+    return row[0] if row else None

@@ -1,0 +1,185 @@
+"""The worker's upkeep loop (pgq_thin/maintenance.py): periodic pgq.prune() and VACUUM of pgq.jobs.
+
+Real `pgq-thin run` subprocesses serve tests/worker_app.py (harness in tests/test_worker.py).
+Nothing asserts how long anything took: waits are bounded polls of the database.
+"""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import test_worker as harness
+from psycopg.conninfo import make_conninfo
+from test_worker import Conn, Start, count, enqueue, finished, wait_for
+
+from pgq_thin import Queue
+from pgq_thin.config import load_settings
+from pgq_thin.errors import PgqError
+
+db = harness.db  # the worker harness's fixtures (tests/test_worker.py)
+start_worker = harness.start_worker
+
+DISABLED = "VACUUM of pgq.jobs disabled"
+DEQUEUE = "SELECT id, lease_token FROM pgq.dequeue(ARRAY[%s], %s, 'test', interval '1 minute')"
+
+
+def run_through(conn: Conn, entrypoint: str, n: int, *, fail_first: bool = False) -> list[int]:
+    """Enqueue `n` jobs and finish them here in SQL (no worker): their ids, in history now."""
+    ids = enqueue(conn, entrypoint, [{}] * n)
+    claimed = conn.execute(DEQUEUE, (entrypoint, n)).fetchall()
+    for job_id, token in claimed:
+        if fail_first:  # one retry record, then success
+            conn.execute("SELECT pgq.fail(%s, %s, 'boom')", (job_id, token))
+            conn.execute("UPDATE pgq.jobs SET run_at = now() WHERE id = %s", (job_id,))
+            [(job_id, token)] = conn.execute(DEQUEUE, (entrypoint, 1)).fetchall()
+        conn.execute("SELECT pgq.complete(%s, %s)", (job_id, token))
+    assert finished(conn, ids)
+    return ids
+
+
+def age(conn: Conn, ids: list[int]) -> None:
+    """Make finished jobs (and their retry records) older than the 7-day retention."""
+    conn.execute(
+        "UPDATE pgq.job_history SET finished_at = finished_at - interval '8 days'"
+        " WHERE id = ANY(%s)",
+        (ids,),
+    )
+    conn.execute(
+        "UPDATE pgq.job_retries SET failed_at = failed_at - interval '8 days'"
+        " WHERE job_id = ANY(%s)",
+        (ids,),
+    )
+
+
+def in_history(conn: Conn, ids: list[int]) -> int:
+    return count(conn, "SELECT count(*) FROM pgq.job_history WHERE id = ANY(%s)", ids)
+
+
+def vacuum_stats(conn: Conn) -> tuple[int, int, bool]:
+    """Manual VACUUMs of pgq.jobs so far, its dead tuples, and whether it was ever vacuumed."""
+    row = conn.execute(
+        "SELECT vacuum_count, n_dead_tup, last_vacuum IS NOT NULL FROM pg_stat_user_tables"
+        " WHERE relid = 'pgq.jobs'::regclass"
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1], row[2]
+
+
+def test_the_worker_prunes_history_older_than_the_retention(db: Conn, start_worker: Start) -> None:
+    old = run_through(db, "async_job", 3, fail_first=True)
+    recent = run_through(db, "async_job", 2, fail_first=True)
+    age(db, old)
+    later = [Queue(db).enqueue("async_job", {}, delay=86400)]  # scheduled for tomorrow
+    waiting = enqueue(db, "elsewhere", [{}, {}])  # nobody serves it
+
+    worker = start_worker(PGQ_PRUNE_INTERVAL="0.1", PGQ_VACUUM_INTERVAL="0")
+    wait_for(lambda: in_history(db, old) == 0, "the old history to be pruned")
+    wait_for(lambda: "pruned 6 row(s)" in worker.log(), "the prune to be logged")
+    assert in_history(db, recent) == 2
+    retries = "SELECT count(*) FROM pgq.job_retries WHERE job_id = ANY(%s)"
+    assert (count(db, retries, old), count(db, retries, recent)) == (0, 2)
+    live = count(db, "SELECT count(*) FROM pgq.jobs WHERE id = ANY(%s)", later + waiting)
+    assert live == 3
+
+    killed = count(
+        db,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE application_name = 'pgq-thin maintenance' AND datname = current_database()",
+    )
+    assert killed == 1
+    newer = run_through(db, "other", 1)  # aged later, on a lost connection: a later pass
+    age(db, newer)
+    wait_for(lambda: in_history(db, newer) == 0, "a prune on a new connection")
+    assert in_history(db, recent) == 2
+    wait_for(lambda: "maintenance: prune works again" in worker.log(), "the recovery log line")
+    assert worker.log().count("maintenance: prune failed") == 1
+    worker.send(signal.SIGTERM)
+    assert worker.wait() == 0, worker.log()
+    assert vacuum_stats(db)[0] == 0  # PGQ_VACUUM_INTERVAL=0: never vacuumed
+
+
+def heap_pages(conn: Conn) -> int:
+    return count(conn, "SELECT pg_relation_size('pgq.jobs') / 8192")
+
+
+@pytest.mark.parametrize("vacuum", [True, False], ids=["vacuum", "no-vacuum"])
+def test_the_worker_vacuums_the_hot_table(db: Conn, start_worker: Start, vacuum: bool) -> None:
+    """Rounds of 500 jobs: with the worker's VACUUM the table never outgrows a few times the
+    pages its first 500 jobs took; without it (autovacuum off for the table) it soon does."""
+    db.execute("ALTER TABLE pgq.jobs SET (autovacuum_enabled = false)")
+    ids = enqueue(db, "async_job", [{}] * 500)
+    one_round = heap_pages(db)  # 500 waiting jobs in a fresh table
+    worker = start_worker(PGQ_VACUUM_INTERVAL="0.1" if vacuum else "0")
+    high_water = []
+    for _ in range(6):
+        vacuums_before = vacuum_stats(db)[0]
+        wait_for(lambda ids=ids: finished(db, ids), "the round's jobs to finish")
+        high_water.append(heap_pages(db))
+        if vacuum:
+            wait_for(
+                lambda n=vacuums_before: (s := vacuum_stats(db))[0] > n and s[1] == 0,
+                "a VACUUM after the round",
+            )
+        ids = enqueue(db, "async_job", [{}] * 500)
+    worker.send(signal.SIGTERM)
+    assert worker.wait() == 0, worker.log()
+    vacuums, _dead, ever = vacuum_stats(db)
+    bounded = max(high_water) <= 4 * one_round
+    if vacuum:
+        assert vacuums >= 6 and ever
+        assert bounded, (one_round, high_water)
+    else:
+        assert (vacuums, ever) == (0, False)
+        assert not bounded, (one_round, high_water)
+
+
+@pytest.fixture
+def non_owner(db: Conn, pgq_dsn: str) -> Iterator[str]:
+    """DSN of a new login role with every privilege the worker needs, but not owning pgq.jobs."""
+    role = f"pgq_test_{uuid.uuid4().hex[:10]}"
+    db.execute(f"CREATE ROLE {role} LOGIN")
+    for grant in (
+        "USAGE ON SCHEMA pgq",
+        "ALL ON ALL TABLES IN SCHEMA pgq",
+        "ALL ON ALL SEQUENCES IN SCHEMA pgq",
+        "EXECUTE ON ALL FUNCTIONS IN SCHEMA pgq",
+        "ALL ON TABLE events",
+    ):
+        db.execute(f"GRANT {grant} TO {role}")
+    try:
+        yield make_conninfo(pgq_dsn, user=role)
+    finally:
+        db.execute(f"DROP OWNED BY {role}")
+        db.execute(f"DROP ROLE {role}")
+
+
+def test_a_role_that_cannot_vacuum_gets_one_warning(
+    db: Conn,
+    start_worker: Start,
+    non_owner: str,
+) -> None:
+    first, second = run_through(db, "async_job", 1), run_through(db, "async_job", 1)
+    worker = start_worker(dsn=non_owner, PGQ_VACUUM_INTERVAL="0.05", PGQ_PRUNE_INTERVAL="0.05")
+    for ids in (first, second):  # two prunes: the loop went round more than once
+        age(db, ids)
+        wait_for(lambda ids=ids: in_history(db, ids) == 0, "a prune by the non-owner")
+    worker.send(signal.SIGTERM)
+    assert worker.wait() == 0, worker.log()
+    warnings = [line for line in worker.log().splitlines() if DISABLED in line]
+    assert len(warnings) == 1, worker.log()
+    assert "may not vacuum it" in warnings[0] and "WARNING" in warnings[0]
+    assert vacuum_stats(db)[0] == 0
+
+
+def test_interval_settings(tmp_path: Path) -> None:
+    defaults = load_settings(env={}, cwd=tmp_path)
+    assert (defaults.vacuum_interval, defaults.prune_interval) == (0.5, 60.0)
+    env = {"PGQ_VACUUM_INTERVAL": "0", "PGQ_PRUNE_INTERVAL": "0.5"}
+    settings = load_settings(env=env, cwd=tmp_path)
+    assert (settings.vacuum_interval, settings.prune_interval) == (0.0, 0.5)
+    with pytest.raises(PgqError, match="invalid vacuum_interval '-1'"):
+        load_settings({"vacuum_interval": "-1"}, env={}, cwd=tmp_path)
