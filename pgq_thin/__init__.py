@@ -3,5 +3,5 @@
 from pgq_thin.app import App, Backoff, Job
 from pgq_thin.producer import AsyncQueue, NewJob, Queue
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 __all__ = ["App", "AsyncQueue", "Backoff", "Job", "NewJob", "Queue", "__version__"]
