@@ -1,15 +1,18 @@
 -- The clock of every queue function: statement time, or the `pgq.now` setting when the session's
 -- login role is a superuser or a member of pgq_admin (others cannot move leases, due times or history).
 CREATE OR REPLACE FUNCTION pgq.now() RETURNS timestamptz
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pgq, pg_temp
 SECURITY DEFINER
 AS $$
-    SELECT CASE
+BEGIN
+    -- PL/pgSQL: a SQL function would be planned again in every transaction that calls it.
+    RETURN CASE
         WHEN coalesce(current_setting('pgq.now', true), '') = ''
              OR NOT pg_has_role(session_user, 'pgq_admin', 'MEMBER') THEN statement_timestamp()
         ELSE current_setting('pgq.now', true)::timestamptz
-    END
+    END;
+END
 $$;
 COMMENT ON FUNCTION pgq.now() IS
     'Current time for the queue: statement_timestamp(), or the pgq.now setting (for deterministic tests) when the login role is a superuser or a pgq_admin member.';

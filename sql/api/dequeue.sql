@@ -65,8 +65,14 @@ BEGIN
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
 
-    PERFORM pgq.reap(100);
-    PERFORM pgq.promote_due(1000);
+    -- Reap and promote only when an index probe finds an expired lease or a due job: the calls
+    -- cost more than the probes, and most dequeues find neither.
+    IF (SELECT min(j.lease_expires_at) FROM pgq.jobs AS j) <= v_now THEN
+        PERFORM pgq.reap(100);
+    END IF;
+    IF (SELECT min(j.run_at) FROM pgq.jobs AS j WHERE j.state = 'scheduled') <= v_now THEN
+        PERFORM pgq.promote_due(1000);
+    END IF;
 
     -- What each entrypoint may still start. A limited entrypoint is claimed under a transaction
     -- lock, and the running jobs are counted after taking it, so limits hold across callers.

@@ -86,10 +86,24 @@ BEGIN
     SELECT DISTINCT e.name FROM unnest(entrypoints) AS e(name)
     ON CONFLICT DO NOTHING;
 
+    -- Without dedupe keys every row is new: ids drawn in input order, one plain INSERT.
+    IF v_key_chars IS NULL THEN
+        v_ids := ARRAY(SELECT nextval('pgq.jobs_id_seq') FROM generate_series(1, v_n));
+        INSERT INTO pgq.jobs (id, entrypoint, state, priority, run_at, max_attempts, enqueued_at, payload,
+                              headers)
+        OVERRIDING SYSTEM VALUE
+        SELECT u.id, u.entrypoint, CASE WHEN u.run_at > v_now THEN 'scheduled' ELSE 'queued' END,
+               coalesce(u.priority, 0), coalesce(u.run_at, v_now), u.max_attempts, v_now,
+               coalesce(u.payload, '{}'), coalesce(u.headers, '{}')
+        FROM unnest(v_ids, entrypoints, payloads, priorities, run_ats, enqueue_many.headers,
+                    enqueue_many.max_attempts) AS u(id, entrypoint, payload, priority, run_at, headers,
+                                                    max_attempts);
+    END IF;
+
     -- Inserts the rows without an id yet: each row without a dedupe key, and the first row of each
     -- key in the batch (its later rows share its id). A key held by a live job inserts nothing.
     -- Rows go in key order, so concurrent batches sharing dedupe keys cannot deadlock.
-    LOOP
+    WHILE v_ids IS NULL OR array_position(v_ids, NULL) IS NOT NULL LOOP
         WITH input AS (
             SELECT u.*, coalesce(k.first, u.ord) AS first,
                    CASE WHEN u.id IS NULL AND coalesce(k.first, u.ord) = u.ord
@@ -135,7 +149,6 @@ BEGIN
         FROM unnest(v_ids, dedupe_keys) WITH ORDINALITY AS u(id, dedupe_key, ord)
         LEFT JOIN (SELECT k.key, j.id FROM unnest(v_conflicts) AS k(key)
                    LEFT JOIN pgq.jobs AS j ON j.dedupe_key = k.key) AS c ON c.key = u.dedupe_key;
-        EXIT WHEN array_position(v_ids, NULL) IS NULL;
     END LOOP;
 
     PERFORM pg_notify('pgq_jobs', r.name)
@@ -158,12 +171,15 @@ CREATE OR REPLACE FUNCTION pgq.enqueue(
     headers jsonb DEFAULT '{}',
     max_attempts integer DEFAULT NULL
 ) RETURNS bigint
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgq, pg_temp
 SECURITY DEFINER
 AS $$
-    SELECT pgq.enqueue_many(ARRAY[entrypoint], ARRAY[payload], ARRAY[priority], ARRAY[run_at],
-                            ARRAY[dedupe_key], ARRAY[headers], ARRAY[max_attempts])
+BEGIN
+    -- PL/pgSQL keeps this statement's plan across calls; a SQL function plans it on every call.
+    RETURN (SELECT pgq.enqueue_many(ARRAY[entrypoint], ARRAY[payload], ARRAY[priority], ARRAY[run_at],
+                                    ARRAY[dedupe_key], ARRAY[headers], ARRAY[max_attempts]));
+END
 $$;
 COMMENT ON FUNCTION pgq.enqueue(text, jsonb, integer, timestamptz, text, jsonb, integer) IS
     'Enqueues one job; returns its id, or the id of the live job holding the same dedupe_key.';
