@@ -1,6 +1,6 @@
 """The worker's upkeep loop (pgq_thin/maintenance.py): periodic pgq.prune() and VACUUM of pgq.jobs.
 
-Real `pgq-thin run` subprocesses serve tests/worker_app.py (harness in tests/test_worker.py).
+Real `pgq-thin run` subprocesses serve tests/worker_app.py (harness in tests/worker_harness.py).
 Nothing asserts how long anything took: waits are bounded polls of the database.
 """
 
@@ -12,16 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import test_worker as harness
 from psycopg.conninfo import make_conninfo
-from test_worker import Conn, Start, count, enqueue, finished, wait_for
+from worker_harness import Conn, Start, count, enqueue, finished, wait_for
 
 from pgq_thin import Queue
 from pgq_thin.config import load_settings
 from pgq_thin.errors import PgqError
-
-db = harness.db  # the worker harness's fixtures (tests/test_worker.py)
-start_worker = harness.start_worker
 
 DISABLED = "VACUUM of pgq.jobs disabled"
 DEQUEUE = "SELECT id, lease_token FROM pgq.dequeue(ARRAY[%s], %s, 'test', interval '1 minute')"

@@ -1,6 +1,6 @@
 """`pgq-thin run --metrics-port N`: /metrics scraped over HTTP from a running worker.
 
-The worker serves tests/worker_app.py (see tests/test_worker.py for the harness).
+The worker serves tests/worker_app.py (see tests/worker_harness.py for the harness).
 """
 
 from __future__ import annotations
@@ -12,15 +12,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import test_worker as harness
 from prometheus_client.parser import text_string_to_metric_families
-from test_worker import Conn, Start, enqueue, finished, wait_for
+from worker_harness import Conn, Start, enqueue, finished, wait_for
 
 from pgq_thin.config import load_settings
 from pgq_thin.errors import PgqError
-
-db = harness.db  # the worker harness's fixtures (tests/test_worker.py)
-start_worker = harness.start_worker
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
