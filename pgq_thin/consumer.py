@@ -30,10 +30,10 @@ from pgq_thin import __version__
 from pgq_thin.app import App, Entrypoint, Job
 from pgq_thin.config import Settings
 from pgq_thin.connection import describe, resolve_dsn
-from pgq_thin.errors import PgqError
+from pgq_thin.errors import PgqError, one_line
 from pgq_thin.maintenance import Maintenance
 from pgq_thin.observer import JobObserver
-from pgq_thin.outcomes import TRANSIENT, Outcome, OutcomeWriter, Retry, kv, one_line
+from pgq_thin.outcomes import TRANSIENT, Outcome, OutcomeWriter, Retry, kv
 from pgq_thin.threads import HandlerThreads, ThreadCall
 
 log = logging.getLogger("pgq_thin.worker")

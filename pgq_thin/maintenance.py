@@ -23,7 +23,8 @@ from typing import Any
 import psycopg
 
 from pgq_thin.config import Settings
-from pgq_thin.outcomes import TRANSIENT, one_line
+from pgq_thin.errors import one_line
+from pgq_thin.outcomes import TRANSIENT
 
 log = logging.getLogger("pgq_thin.maintenance")
 

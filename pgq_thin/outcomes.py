@@ -20,6 +20,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgq_thin.app import Job
+from pgq_thin.errors import one_line
 
 log = logging.getLogger("pgq_thin.worker")
 
@@ -45,12 +46,6 @@ def kv(job: Job, **extra: object) -> str:
             text = json.dumps(text)
         parts.append(f"{key}={text}")
     return " ".join(parts)
-
-
-def one_line(exc: BaseException) -> str:
-    """The first line of an exception's message (or its type)."""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 class Retry:

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgq_thin.errors import PgqError
+from pgq_thin.errors import PgqError, one_line
 
 # Serializes installers (any two-int key not used by the queue functions).
 INSTALL_LOCK = (1886418288, 1)
@@ -150,7 +150,7 @@ def grant(conn: psycopg.Connection[Any], role: str, kind: str) -> None:
     try:
         conn.execute(statement)
     except psycopg.Error as exc:
-        raise PgqError(f"cannot grant {group_role(kind)} to {role}: {_first_line(exc)}") from exc
+        raise PgqError(f"cannot grant {group_role(kind)} to {role}: {one_line(exc)}") from exc
 
 
 def _run_file(conn: psycopg.Connection[Any], path: Path) -> None:
@@ -158,12 +158,8 @@ def _run_file(conn: psycopg.Connection[Any], path: Path) -> None:
         conn.execute(path.read_bytes())
     except psycopg.Error as exc:
         raise PgqError(
-            f"{path.parent.name}/{path.name} failed, nothing was changed: {_first_line(exc)}"
+            f"{path.parent.name}/{path.name} failed, nothing was changed: {one_line(exc)}"
         ) from exc
-
-
-def _first_line(exc: psycopg.Error) -> str:
-    return str(exc).strip().splitlines()[0]
 
 
 def verify(conn: psycopg.Connection[Any], root: Path | None = None) -> list[str]:
