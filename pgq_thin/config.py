@@ -72,14 +72,19 @@ def _non_negative_seconds(raw: Value) -> float:
     return number
 
 
+def _off(raw: Value) -> bool:
+    """Whether an optional setting was turned off ("none" or "off")."""
+    return isinstance(raw, str) and raw.strip().lower() in ("none", "off")
+
+
 def _timeout(raw: Value) -> float | None:
-    if isinstance(raw, str) and raw.strip().lower() in ("none", "off"):
+    if _off(raw):
         return None
     return _non_negative_seconds(raw) or None
 
 
 def _port(raw: Value) -> int | None:
-    if isinstance(raw, str) and raw.strip().lower() in ("none", "off"):
+    if _off(raw):
         return None
     number = int(_number(raw, int))
     if not 1 <= number <= 65535:
