@@ -2,6 +2,7 @@
 CREATE OR REPLACE FUNCTION pgq.promote_due(max_jobs integer DEFAULT 1000) RETURNS integer
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgq, pg_temp
+SET jit = off
 SECURITY DEFINER
 AS $$
 DECLARE
@@ -38,20 +39,24 @@ CREATE OR REPLACE FUNCTION pgq.dequeue(
 ) RETURNS SETOF pgq.claimed_job
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgq, pg_temp
+SET plan_cache_mode = force_generic_plan
+SET jit = off
 SECURITY DEFINER
 AS $$
 DECLARE
     v_now timestamptz := pgq.now();
-    v_names text[] := ARRAY[]::text[];
-    v_allow integer[] := ARRAY[]::integer[];
-    v_timeouts interval[] := ARRAY[]::interval[];
-    v_max_attempts integer[] := ARRAY[]::integer[];
-    v_ids bigint[];
+    v_reap boolean;
+    v_promote boolean;
+    v_known integer;
+    v_limited boolean;
+    v_names text[];
+    v_limits integer[];
+    v_timeouts interval[];
+    v_max_attempts integer[];
+    v_allow integer[];
     v_running integer;
-    v_n integer;
-    r record;
+    v_ids bigint[];
 BEGIN
-    PERFORM pgq.check_entrypoints(entrypoints);
     IF batch_size IS NULL OR batch_size < 1 OR batch_size > 10000 THEN
         RAISE EXCEPTION 'pgq: batch_size must be between 1 and 10000, got %', batch_size
             USING ERRCODE = 'invalid_parameter_value';
@@ -67,41 +72,49 @@ BEGIN
 
     -- Reap and promote only when an index probe finds an expired lease or a due job: the calls
     -- cost more than the probes, and most dequeues find neither.
-    IF (SELECT min(j.lease_expires_at) FROM pgq.jobs AS j) <= v_now THEN
+    SELECT (SELECT min(j.lease_expires_at) FROM pgq.jobs AS j) <= v_now,
+           (SELECT min(j.run_at) FROM pgq.jobs AS j WHERE j.state = 'scheduled') <= v_now
+    INTO v_reap, v_promote;
+    IF v_reap THEN
         PERFORM pgq.reap(100);
     END IF;
-    IF (SELECT min(j.run_at) FROM pgq.jobs AS j WHERE j.state = 'scheduled') <= v_now THEN
+    IF v_promote THEN
         PERFORM pgq.promote_due(1000);
+    END IF;
+
+    -- The named entrypoints' policies, in name order (the order limited ones are locked in).
+    SELECT count(*),
+           bool_or(e.concurrency_limit IS NOT NULL AND NOT e.paused),
+           array_agg(e.name ORDER BY e.name) FILTER (WHERE NOT e.paused),
+           array_agg(e.concurrency_limit ORDER BY e.name) FILTER (WHERE NOT e.paused),
+           array_agg(e.timeout ORDER BY e.name) FILTER (WHERE NOT e.paused),
+           array_agg(e.max_attempts ORDER BY e.name) FILTER (WHERE NOT e.paused)
+    INTO v_known, v_limited, v_names, v_limits, v_timeouts, v_max_attempts
+    FROM pgq.entrypoints AS e
+    WHERE e.name = ANY (entrypoints);
+    -- Names that are all known need no checking; otherwise bad ones raise (unknown ones claim nothing).
+    IF v_known = 0 OR coalesce(v_known < cardinality(entrypoints), true) OR cardinality(entrypoints) > 10000 THEN
+        PERFORM pgq.check_entrypoints(entrypoints);
+    END IF;
+    IF v_names IS NULL THEN
+        RETURN;
     END IF;
 
     -- What each entrypoint may still start. A limited entrypoint is claimed under a transaction
     -- lock, and the running jobs are counted after taking it, so limits hold across callers.
-    FOR r IN
-        SELECT e.name, e.concurrency_limit, e.timeout, e.max_attempts
-        FROM pgq.entrypoints AS e
-        WHERE e.name = ANY (entrypoints) AND NOT e.paused
-        ORDER BY e.name
-    LOOP
-        v_n := batch_size;
-        IF r.concurrency_limit IS NOT NULL THEN
-            IF current_setting('transaction_isolation') <> 'read committed' THEN
-                RAISE EXCEPTION 'pgq: dequeue must run in a READ COMMITTED transaction'
-                    USING ERRCODE = 'invalid_transaction_state';
-            END IF;
-            PERFORM pg_advisory_xact_lock(1886418288, hashtext(r.name));
+    v_allow := array_fill(batch_size, ARRAY[cardinality(v_names)]);
+    IF v_limited THEN
+        IF current_setting('transaction_isolation') <> 'read committed' THEN
+            RAISE EXCEPTION 'pgq: dequeue must run in a READ COMMITTED transaction'
+                USING ERRCODE = 'invalid_transaction_state';
+        END IF;
+        FOR i IN 1 .. cardinality(v_names) LOOP
+            CONTINUE WHEN v_limits[i] IS NULL;
+            PERFORM pg_advisory_xact_lock(1886418288, hashtext(v_names[i]));
             SELECT count(*) INTO v_running FROM pgq.jobs AS j
-            WHERE j.entrypoint = r.name AND j.state = 'running';
-            v_n := least(v_n, r.concurrency_limit - v_running);
-        END IF;
-        IF v_n > 0 THEN
-            v_names := v_names || r.name;
-            v_allow := v_allow || v_n;
-            v_timeouts := v_timeouts || r.timeout;
-            v_max_attempts := v_max_attempts || r.max_attempts;
-        END IF;
-    END LOOP;
-    IF cardinality(v_names) = 0 THEN
-        RETURN;
+            WHERE j.entrypoint = v_names[i] AND j.state = 'running';
+            v_allow[i] := greatest(0, least(batch_size, v_limits[i] - v_running));
+        END LOOP;
     END IF;
 
     -- One index walk per entrypoint, merged: highest priority first, then oldest.

@@ -10,6 +10,7 @@ CREATE OR REPLACE FUNCTION pgq.enqueue_many(
 ) RETURNS SETOF bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgq, pg_temp
+SET jit = off
 SECURITY DEFINER
 AS $$
 DECLARE

@@ -101,6 +101,8 @@ CREATE OR REPLACE FUNCTION pgq.complete_many(job_ids bigint[], lease_tokens uuid
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgq, pg_temp
+SET plan_cache_mode = force_generic_plan
+SET jit = off
 SECURITY DEFINER
 AS $$
 DECLARE
@@ -150,6 +152,7 @@ CREATE OR REPLACE FUNCTION pgq.fail_many(
 ) RETURNS TABLE (job_id bigint, outcome text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgq, pg_temp
+SET jit = off
 SECURITY DEFINER
 AS $$
 DECLARE
@@ -197,6 +200,7 @@ COMMENT ON FUNCTION pgq.fail(bigint, uuid, text, boolean) IS
 CREATE OR REPLACE FUNCTION pgq.release(job_ids bigint[], lease_tokens uuid[]) RETURNS integer
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgq, pg_temp
+SET jit = off
 SECURITY DEFINER
 AS $$
 DECLARE
@@ -236,6 +240,7 @@ CREATE OR REPLACE FUNCTION pgq.heartbeat(
 ) RETURNS SETOF bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgq, pg_temp
+SET jit = off
 SECURITY DEFINER
 AS $$
 DECLARE

@@ -2,6 +2,7 @@
 CREATE OR REPLACE FUNCTION pgq.reap(max_jobs integer DEFAULT 1000) RETURNS integer
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgq, pg_temp
+SET jit = off
 SECURITY DEFINER
 AS $$
 DECLARE
