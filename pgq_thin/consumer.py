@@ -53,10 +53,13 @@ REGISTER = "SELECT pgq.register_worker(%s, %s, %s, %s, %s, %s)"
 WORKER_HEARTBEAT = "SELECT pgq.worker_heartbeat(%s)"
 DEREGISTER = "SELECT pgq.deregister_worker(%s)"
 # payload and headers come as text: a claim's JSON is decoded in one json.loads (see _jobs).
+# The claim commits without waiting for its WAL flush (set_config local to this statement's
+# transaction): a claim lost with a crashed server leaves its job queued, as if never claimed,
+# and the next completion's (synchronous) commit flushes it anyway. Saves ~0.4 ms a claim at idle.
 DEQUEUE = """
-SELECT id, entrypoint, payload::text, headers::text, priority, attempt, max_attempts, lease_token,
-       lease_expires_at, enqueued_at
-FROM pgq.dequeue(%b, %b, %b, %b)
+SELECT d.id, d.entrypoint, d.payload::text, d.headers::text, d.priority, d.attempt,
+       d.max_attempts, d.lease_token, d.lease_expires_at, d.enqueued_at
+FROM set_config('synchronous_commit', 'off', true) AS s, pgq.dequeue(%b, %b, %b, %b) AS d
 """
 HEARTBEAT = "SELECT * FROM pgq.heartbeat(%s, %s, %s)"
 NOT_INSTALLED = (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName)

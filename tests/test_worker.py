@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from worker_harness import (
 
 from pgq_thin import App, Job, NewJob, Queue
 from pgq_thin.config import Settings
-from pgq_thin.consumer import Worker
+from pgq_thin.consumer import DEQUEUE, Worker
 
 
 def test_runs_async_and_sync_handlers_and_stores_results(db: Conn, start_worker: Start) -> None:
@@ -232,6 +233,39 @@ def test_survives_a_postgresql_restart(throwaway_server: Any, start_worker: Star
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert {state for state, *_ in history(conn).values()} == {"succeeded"}
     assert "listener connection lost" in worker.log()
+
+
+def test_a_claim_lost_with_a_crashed_server_leaves_its_job_queued(throwaway_server: Any) -> None:
+    """The worker claims with an asynchronous commit: a crash may undo a claim, never lose its job."""
+    throwaway_server.install_schema()
+    with psycopg.connect(throwaway_server.dsn(), autocommit=True) as conn:
+        # Nothing else may flush the WAL: the WAL writer flushes at most every 10 s.
+        conn.execute("ALTER SYSTEM SET wal_writer_delay = '10s'")
+        conn.execute("ALTER SYSTEM SET autovacuum = off")
+        conn.execute("SELECT pg_reload_conf()")
+        first, second = enqueue(conn, "async_job", [{}, {}])
+
+        def claim() -> list[Any]:
+            lease = timedelta(minutes=5)
+            return conn.execute(DEQUEUE, (["async_job"], 1, "w", lease), binary=True).fetchall()
+
+        assert [row[0] for row in claim()] == [first]
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)  # not left behind
+        # The WAL writer flushes the first claim (it is woken for the first asynchronous commit).
+        wait_for(
+            lambda: conn.execute(
+                "SELECT pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()"
+            ).fetchone() == (True,),
+            "the first claim to be flushed",
+        )
+        assert [row[0] for row in claim()] == [second]
+    throwaway_server.kill()
+    throwaway_server.start()
+    with psycopg.connect(throwaway_server.dsn(), autocommit=True) as conn:
+        states = conn.execute("SELECT id, state, attempt FROM pgq.jobs ORDER BY id").fetchall()
+        assert states == [(first, "running", 1), (second, "queued", 0)]
+        again = conn.execute("SELECT id, attempt FROM pgq.dequeue('{async_job}', 5)").fetchall()
+        assert again == [(second, 1)]
 
 
 def test_graceful_shutdown_releases_jobs_for_another_worker(db: Conn, start_worker: Start) -> None:
