@@ -236,7 +236,7 @@ def test_survives_a_postgresql_restart(throwaway_server: Any, start_worker: Star
 
 
 def test_a_claim_lost_with_a_crashed_server_leaves_its_job_queued(throwaway_server: Any) -> None:
-    """The worker claims with an asynchronous commit: a crash may undo a claim, never lose its job."""
+    """Claims commit asynchronously: a crash may undo a claim, never lose its job."""
     throwaway_server.install_schema()
     with psycopg.connect(throwaway_server.dsn(), autocommit=True) as conn:
         # Nothing else may flush the WAL: the WAL writer flushes at most every 10 s.
@@ -253,9 +253,12 @@ def test_a_claim_lost_with_a_crashed_server_leaves_its_job_queued(throwaway_serv
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)  # not left behind
         # The WAL writer flushes the first claim (it is woken for the first asynchronous commit).
         wait_for(
-            lambda: conn.execute(
-                "SELECT pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()"
-            ).fetchone() == (True,),
+            lambda: (
+                conn.execute(
+                    "SELECT pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()"
+                ).fetchone()
+                == (True,)
+            ),
             "the first claim to be flushed",
         )
         assert [row[0] for row in claim()] == [second]
