@@ -62,6 +62,7 @@ CALLS = {
     "check_entrypoints": "SELECT pgq.check_entrypoints(ARRAY['roles'])",
     "check_batch": "SELECT pgq.check_batch('a and b', ARRAY[1, 1])",
     "settle_failures": "SELECT * FROM pgq.settle_failures('{}', '{}', '{}')",
+    "lock_held": "SELECT pgq.lock_held('{}', '{}')",
     "backoff": "SELECT pgq.backoff(1, '1s', 2, '1h', 0)",
     "record_install": "SELECT pgq.record_install()",
 }

@@ -25,6 +25,7 @@ HOT_PATH = {
     "fail",
     "fail_many",
     "settle_failures",
+    "lock_held",
     "heartbeat",
     "reap",
     "release",
