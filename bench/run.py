@@ -542,7 +542,10 @@ def churn(cfg: Config) -> dict[str, Any]:
         queue = Queue(conn)
         snapshots["0"] = sizes(conn)
         shown = time.monotonic()
-        for milestone in (cfg.churn_baseline, cfg.churn_jobs):
+        # Sizes at the baseline, along the way (does it level off?) and at the end.
+        total = cfg.churn_jobs
+        milestones = sorted({cfg.churn_baseline, total // 10, total // 4, total // 2, total})
+        for milestone in milestones:
             while produced < milestone:
                 row = conn.execute(QUEUED).fetchone()
                 if row and row[0] > BACKLOG:
