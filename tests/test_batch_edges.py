@@ -50,46 +50,49 @@ def test_concurrent_batches_sharing_dedupe_keys_in_opposite_order(pgq_dsn: str) 
         assert conn.execute("SELECT count(*) FROM pgq.jobs").fetchone() == (len(keys),)
 
 
+HEARTBEAT = "SELECT count(*) FROM pgq.heartbeat(%(ids)s, %(tokens)s)"
+OUTCOME_WRITES = [
+    "SELECT pgq.complete_many(%(ids)s, %(tokens)s)",
+    "SELECT count(*) FROM pgq.fail_many(%(ids)s, %(tokens)s,"
+    " array_fill('x'::text, ARRAY[cardinality(%(ids)s)]))",
+    "SELECT pgq.release(%(ids)s, %(tokens)s)",
+]
+
+
+def _race(dsn: str, calls: list[tuple[str, list[tuple[int, Any]], int]]) -> list[BaseException]:
+    """Run each (sql, held jobs in the order to pass them, times) on its own connection at once."""
+    errors: list[BaseException] = []
+
+    def run(sql: str, rows: list[tuple[int, Any]], times: int) -> None:
+        args = {"ids": [r[0] for r in rows], "tokens": [r[1] for r in rows]}
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("SET deadlock_timeout = '10ms'")
+                for _ in range(times):
+                    conn.execute(sql, args)
+        except BaseException as exc:  # collected and asserted by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=call) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return errors
+
+
 def test_concurrent_batch_writes_on_the_same_jobs_in_opposite_order(pgq_dsn: str) -> None:
-    """heartbeat, complete_many, fail_many and release lock their rows in id order: a worker's
-    heartbeat racing its own completions (listed in another order) waits, never deadlocks."""
-    calls = [
-        "SELECT count(*) FROM pgq.heartbeat(%s, %s)",
-        "SELECT pgq.complete_many(%s, %s)",
-        "SELECT count(*) FROM pgq.fail_many(%s, %s, array_fill('x'::text, ARRAY[cardinality(%s)]))",
-        "SELECT pgq.release(%s, %s)",
-    ]
+    """heartbeat, complete_many, fail_many and release take their rows in id order: a worker's
+    heartbeat racing its own outcome writes (listed in another order) waits, never deadlocks."""
     with psycopg.connect(pgq_dsn, autocommit=True) as conn:
         for _ in range(3):
-            for call in calls[1:]:
+            for write in OUTCOME_WRITES:
                 conn.execute(
                     "SELECT count(*) FROM pgq.enqueue_many(array_fill('a'::text, ARRAY[2000]),"
                     " NULL)"
                 )
-                held = conn.execute(
-                    "SELECT id, lease_token FROM pgq.dequeue('{a}', 2000)"
-                ).fetchall()
-                held.sort()
-                errors: list[BaseException] = []
-
-                def run(sql: str, rows: list[tuple[int, Any]]) -> None:
-                    ids, tokens = [r[0] for r in rows], [r[1] for r in rows]
-                    args = (ids, tokens, ids) if sql.count("%s") == 3 else (ids, tokens)
-                    try:
-                        with psycopg.connect(pgq_dsn, autocommit=True) as c:
-                            c.execute("SET deadlock_timeout = '10ms'")
-                            for _ in range(3 if sql is calls[0] else 1):
-                                c.execute(sql, args)
-                    except BaseException as exc:  # collected and asserted below
-                        errors.append(exc)
-
-                threads = [
-                    threading.Thread(target=run, args=(calls[0], held)),
-                    threading.Thread(target=run, args=(call, held[::-1])),
-                ]
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join(timeout=120)
-                assert errors == []
+                held = sorted(
+                    conn.execute("SELECT id, lease_token FROM pgq.dequeue('{a}', 2000)").fetchall()
+                )
+                assert _race(pgq_dsn, [(HEARTBEAT, held, 3), (write, held[::-1], 1)]) == []
                 conn.execute("TRUNCATE pgq.jobs, pgq.job_history, pgq.job_retries")
