@@ -261,6 +261,12 @@ class OutcomeWriter:
             log.info("job succeeded %s", kv(outcome.job, **fields))
         elif answer == "released":
             log.info("job released %s", kv(outcome.job, **fields))
+        elif answer == "stale" and outcome.error == "timeout":
+            # The worker's timeout and the reaper's lease check fall due together; whichever
+            # writes first, the job is failed with 'timeout' and retried or dead-lettered.
+            log.warning(
+                "job timed out (the reaper recorded it first) %s", kv(outcome.job, **fields)
+            )
         elif answer == "stale":
             if outcome.summary:
                 fields["error"] = outcome.summary
