@@ -3,8 +3,9 @@
 -- Every file of this suite assumes the pgq schema is installed in the database it runs in
 -- (tests/sql/run.sh and tests/test_sql_suites.py install it, then run pg_regress with
 -- --use-existing). This file runs first and creates schema pgq_test with test-only helpers;
--- 99_cleanup drops it. Each file then starts with pgq_test.reset(), which empties the queue
--- and restarts the job ids at 1, so ids in the expected output are stable.
+-- 99_cleanup drops it. Each file then starts with pgq_test.start(): the session settings and
+-- the clock, then pgq_test.reset(), which empties the queue and restarts the job ids at 1, so ids
+-- in the expected output are stable.
 --
 -- The clock is the setting pgq.now (every pgq function reads time only through pgq.now()).
 \set VERBOSITY terse
@@ -20,6 +21,16 @@ CREATE TABLE pgq_test.held (LIKE pgq.claimed_job, claim serial);
 CREATE FUNCTION pgq_test.reset() RETURNS void
 LANGUAGE sql AS $$
     TRUNCATE pgq.jobs, pgq.job_history, pgq.entrypoints, pgq_test.held RESTART IDENTITY;
+$$;
+
+-- Starts a test file: the suite's session settings (quiet, UTC, ISO dates) and its clock at
+-- 2030-01-01, then an empty queue.
+CREATE FUNCTION pgq_test.start() RETURNS void
+LANGUAGE sql AS $$
+    SELECT set_config('client_min_messages', 'warning', false), set_config('timezone', 'UTC', false),
+           set_config('datestyle', 'ISO, YMD', false), set_config('intervalstyle', 'postgres', false),
+           set_config('pgq.now', '2030-01-01 00:00:00+00', false);
+    SELECT pgq_test.reset();
 $$;
 
 -- The lease token of a job's latest claim, or of its n-th claim (1-based).

@@ -1,11 +1,6 @@
 -- enqueue / enqueue_many: defaults, priority, run_at, headers, max_attempts, dedupe, bad input.
 \set VERBOSITY terse
-SET client_min_messages = warning;
-SET timezone = 'UTC';
-SET datestyle = 'ISO, YMD';
-SET intervalstyle = 'postgres';
-SET pgq.now = '2030-01-01 00:00:00+00';
-SELECT pgq_test.reset();
+SELECT pgq_test.start();
 
 -- The version is the number of the last migration (printed as a check, not a number).
 SELECT pgq.version() = (SELECT max(version)::text FROM pgq.migrations) AS version_ok;

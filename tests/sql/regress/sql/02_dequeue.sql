@@ -1,12 +1,7 @@
 -- dequeue: priority then FIFO, only due jobs, paused entrypoints, concurrency limits, batch
 -- size, attempts, leases, bad input.
 \set VERBOSITY terse
-SET client_min_messages = warning;
-SET timezone = 'UTC';
-SET datestyle = 'ISO, YMD';
-SET intervalstyle = 'postgres';
-SET pgq.now = '2030-01-01 00:00:00+00';
-SELECT pgq_test.reset();
+SELECT pgq_test.start();
 SELECT pgq.set_entrypoint('a', jitter => 0);
 SELECT pgq.set_entrypoint('b', jitter => 0);
 

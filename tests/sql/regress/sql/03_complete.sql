@@ -1,12 +1,7 @@
 -- complete / complete_many: only the holder of the current lease finishes a job; anything
 -- else returns false / is not counted and changes nothing.
 \set VERBOSITY terse
-SET client_min_messages = warning;
-SET timezone = 'UTC';
-SET datestyle = 'ISO, YMD';
-SET intervalstyle = 'postgres';
-SET pgq.now = '2030-01-01 00:00:00+00';
-SELECT pgq_test.reset();
+SELECT pgq_test.start();
 SELECT pgq.set_entrypoint('a', jitter => 0, backoff_base => '0');
 
 SELECT count(*) FROM pgq.enqueue_many(ARRAY['a', 'a', 'a'],

@@ -1,12 +1,7 @@
 -- fail / fail_many: retry after backoff (base * factor^(attempt-1), capped), dead letter after
 -- max_attempts or for a non-retryable error, fencing, bad input.
 \set VERBOSITY terse
-SET client_min_messages = warning;
-SET timezone = 'UTC';
-SET datestyle = 'ISO, YMD';
-SET intervalstyle = 'postgres';
-SET pgq.now = '2030-01-01 00:00:00+00';
-SELECT pgq_test.reset();
+SELECT pgq_test.start();
 
 -- The backoff rule itself (jitter 0): base 1 s, factor 2, cap 10 s.
 SELECT n AS attempt, pgq.backoff(n, '1 second', 2, '10 seconds', 0) AS delay

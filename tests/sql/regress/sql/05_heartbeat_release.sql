@@ -1,12 +1,7 @@
 -- heartbeat (extends held leases, never past the timeout; returns the ids no longer held) and
 -- release (graceful shutdown: back to queued, attempt not counted).
 \set VERBOSITY terse
-SET client_min_messages = warning;
-SET timezone = 'UTC';
-SET datestyle = 'ISO, YMD';
-SET intervalstyle = 'postgres';
-SET pgq.now = '2030-01-01 00:00:00+00';
-SELECT pgq_test.reset();
+SELECT pgq_test.start();
 SELECT pgq.set_entrypoint('a', timeout => '2 minutes', backoff_base => '0', jitter => 0);
 
 SELECT count(*) FROM pgq.enqueue_many(array_fill('a'::text, ARRAY[4]), NULL);

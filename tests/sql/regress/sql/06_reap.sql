@@ -1,12 +1,7 @@
 -- reap: running jobs past their lease or timeout fail with 'timeout' through the retry path
 -- (attempt counted, backoff, dead letter), a cancel-requested one ends cancelled.
 \set VERBOSITY terse
-SET client_min_messages = warning;
-SET timezone = 'UTC';
-SET datestyle = 'ISO, YMD';
-SET intervalstyle = 'postgres';
-SET pgq.now = '2030-01-01 00:00:00+00';
-SELECT pgq_test.reset();
+SELECT pgq_test.start();
 SELECT pgq.set_entrypoint('a', max_attempts => 2, backoff_base => '10 seconds', backoff_factor => 3,
                           timeout => '0', jitter => 0);
 SELECT pgq.set_entrypoint('t', max_attempts => 5, backoff_base => '0', timeout => '20 seconds',

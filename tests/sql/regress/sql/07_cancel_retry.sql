@@ -1,12 +1,7 @@
 -- cancel (waiting jobs end at once; running ones get a request) and retry (failed or cancelled
 -- jobs come back, same id, fresh attempt budget).
 \set VERBOSITY terse
-SET client_min_messages = warning;
-SET timezone = 'UTC';
-SET datestyle = 'ISO, YMD';
-SET intervalstyle = 'postgres';
-SET pgq.now = '2030-01-01 00:00:00+00';
-SELECT pgq_test.reset();
+SELECT pgq_test.start();
 SELECT pgq.set_entrypoint('a', max_attempts => 2, backoff_base => '0', jitter => 0);
 
 SELECT count(*) FROM pgq.enqueue_many(array_fill('a'::text, ARRAY[5]), NULL,

@@ -1,11 +1,6 @@
 -- set_entrypoint: upsert, NULL keeps the current value, 0 = unlimited / no timeout, validation.
 \set VERBOSITY terse
-SET client_min_messages = warning;
-SET timezone = 'UTC';
-SET datestyle = 'ISO, YMD';
-SET intervalstyle = 'postgres';
-SET pgq.now = '2030-01-01 00:00:00+00';
-SELECT pgq_test.reset();
+SELECT pgq_test.start();
 
 CREATE VIEW pgq_test.policy AS
 SELECT name, concurrency_limit AS lim, max_attempts AS attempts, timeout, backoff_base AS base,

@@ -1,11 +1,6 @@
 -- explain_job: one line for each reason a job is (not) running, and for finished jobs.
 \set VERBOSITY terse
-SET client_min_messages = warning;
-SET timezone = 'UTC';
-SET datestyle = 'ISO, YMD';
-SET intervalstyle = 'postgres';
-SET pgq.now = '2030-01-01 00:00:00+00';
-SELECT pgq_test.reset();
+SELECT pgq_test.start();
 SELECT pgq.set_entrypoint('a', max_attempts => 2, backoff_base => '1 minute', jitter => 0);
 SELECT pgq.set_entrypoint('lim', concurrency_limit => 2, jitter => 0);
 SELECT pgq.set_entrypoint('p', paused => true);

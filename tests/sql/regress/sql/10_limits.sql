@@ -1,12 +1,7 @@
 -- Input limits: every bound of docs/sql-api.md's "Limits" table, at the bound and just past it,
 -- hostile strings stored verbatim, and empty batches.
 \set VERBOSITY terse
-SET client_min_messages = warning;
-SET timezone = 'UTC';
-SET datestyle = 'ISO, YMD';
-SET intervalstyle = 'postgres';
-SET pgq.now = '2030-01-01 00:00:00+00';
-SELECT pgq_test.reset();
+SELECT pgq_test.start();
 
 -- Entrypoint names: up to 200 characters, any printable ones (quotes, semicolons, dollars,
 -- backslashes, non-ASCII letters) stored as given.
