@@ -33,7 +33,7 @@ from pgq_thin.connection import describe, resolve_dsn
 from pgq_thin.errors import PgqError, one_line
 from pgq_thin.maintenance import Maintenance
 from pgq_thin.observer import JobObserver
-from pgq_thin.outcomes import TRANSIENT, Outcome, OutcomeWriter, Retry, kv
+from pgq_thin.outcomes import TIMEOUT, TRANSIENT, Outcome, OutcomeWriter, Retry, kv
 from pgq_thin.threads import HandlerThreads, ThreadCall
 
 log = logging.getLogger("pgq_thin.worker")
@@ -354,7 +354,7 @@ class Worker:
             took = time.monotonic() - started
             if isinstance(exc, TimeoutError) and scope is not None and scope.expired():
                 job.stop_requested.set()
-                return Outcome.failure(job, took, "timeout", f"timeout after {timeout:g}s")
+                return Outcome.failure(job, took, TIMEOUT, f"timeout after {timeout:g}s")
             return Outcome.exception(job, took, exc, entry.is_retryable(exc))
         return Outcome.success(job, result, time.monotonic() - started)
 

@@ -29,7 +29,7 @@ from pgq_thin.app import Job
 from pgq_thin.connection import connect
 from pgq_thin.errors import PgqError
 from pgq_thin.observer import JobObserver
-from pgq_thin.outcomes import Outcome
+from pgq_thin.outcomes import TIMEOUT, Outcome
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
@@ -78,7 +78,7 @@ class PrometheusObserver(JobObserver):
 
     def finished(self, outcome: Outcome, answer: str) -> None:
         """Count the outcome the database gave; 'timeout' is the error of a try out of time."""
-        timed_out = outcome.kind == "fail" and outcome.error == "timeout"
+        timed_out = outcome.kind == "fail" and outcome.error == TIMEOUT
         job_finished(outcome.job.entrypoint, answer, outcome.duration, timed_out=timed_out)
 
 

@@ -26,6 +26,7 @@ log = logging.getLogger("pgq_thin.worker")
 
 TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
 FLUSH_DELAY = 0.02  # seconds a completion may wait for others to share its write
+TIMEOUT = "timeout"  # the error of a try that ran out of time, as the worker and pgq.reap record it
 RETRY_MIN, RETRY_MAX = 0.05, 2.0  # backoff bounds while the database is unreachable, seconds
 
 # Batches travel as binary arrays (psycopg dumps those several times faster than text ones).
@@ -261,7 +262,7 @@ class OutcomeWriter:
             log.info("job succeeded %s", kv(outcome.job, **fields))
         elif answer == "released":
             log.info("job released %s", kv(outcome.job, **fields))
-        elif answer == "stale" and outcome.error == "timeout":
+        elif answer == "stale" and outcome.error == TIMEOUT:
             # The worker's timeout and the reaper's lease check fall due together; whichever
             # writes first, the job is failed with 'timeout' and retried or dead-lettered.
             log.warning(
