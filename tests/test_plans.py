@@ -73,7 +73,7 @@ def test_hot_path_never_scans_the_tables(pgq_conn: psycopg.Connection[Any]) -> N
     pgq_conn.execute("SET jit_above_cost = 0")
     run_round(pgq_conn)
 
-    top_level = tuple(sql.split("(")[0] for sql in HOT_PATH_ROUND)
+    top_level = tuple(sql.split("%(")[0] for sql in HOT_PATH_ROUND)  # up to the first parameter
     compiled = [p for p in plans if "JIT:" in p and not _query_text(p).startswith(top_level)]
     assert compiled == [], compiled[0] if compiled else ""
     text = "\n".join(plans)
