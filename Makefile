@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv deps lint test demo bench
+.PHONY: venv deps lint test test-fast demo bench
 
 venv: $(STAMP)
 
@@ -44,9 +44,15 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict pgq_thin
+	$(BIN)/lint-imports
 
+# Every tier (tests/unit, tests/db, tests/e2e, tests/sql); one tier: `.venv/bin/pytest tests/db`
+# or `-m db`. test-fast is the inner loop: no database, seconds.
 test: venv deps lint
 	$(BIN)/pytest
+
+test-fast: venv
+	$(BIN)/pytest -q tests/unit
 
 demo: venv
 	@set -e; \

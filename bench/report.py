@@ -14,7 +14,7 @@ PGQ, PGQUEUER = "pgq-thin", "pgqueuer"
 FLOOR, RAW = "SQL floor (pgbench)", "raw multi-row INSERT"
 
 DRIVEN = """\
-- **pgq-thin**: `pgq_thin.consumer.Worker` (the runtime behind `pgq-thin run`), `batch_size`
+- **pgq-thin**: `pgq_thin.worker.Worker` (the runtime behind `pgq-thin run`), `batch_size`
   100, `max_concurrent_jobs` 200, log level WARNING; enqueue through `AsyncQueue.enqueue_many`
   / `enqueue` (psycopg 3). *pgq-thin SQL only* is `bench/pgbench/pgq_claim_complete.sql`
   (`pgq.dequeue` 100 + `pgq.complete_many`) under pgbench, no Python in the loop.

@@ -39,7 +39,7 @@ import report
 import sql_floor
 
 from pgq_thin import NewJob, Queue
-from pgq_thin.localdb import LocalServer
+from pgq_thin._localdb import LocalServer
 
 HERE = Path(__file__).resolve().parent
 PEERS = HERE / ".peers"

@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 
 from pgq_thin import schema
-from pgq_thin.localdb import find_bindir
+from pgq_thin._localdb import find_bindir
 
 HERE = Path(__file__).resolve().parent
 DB = "pgq_bench"

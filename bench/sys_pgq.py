@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from pgq_thin import App, AsyncQueue, Job, NewJob, schema
 from pgq_thin.config import Settings
-from pgq_thin.consumer import Worker
+from pgq_thin.worker import Worker
 
 FLOOR_SCHEMA = Path(__file__).resolve().parent / "pgbench" / "floor_schema.sql"
 

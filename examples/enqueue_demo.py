@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pgq_thin import NewJob, Queue
-from pgq_thin.connection import connect
+from pgq_thin._connection import connect
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from pgq_thin.connection import connect
+from pgq_thin._connection import connect
 
 
 def main(ids: list[int]) -> None:

@@ -1,7 +1,27 @@
-"""pgq-thin: a PostgreSQL job queue whose rules live in SQL."""
+"""pgq-thin: a PostgreSQL job queue whose rules live in SQL.
 
+The public surface is what this module exports; modules whose names start with `_` are
+internal and may change in any release.
+"""
+
+from pgq_thin._version import __version__
 from pgq_thin.app import App, Backoff, Job
+from pgq_thin.config import Settings
+from pgq_thin.errors import PgqError
+from pgq_thin.observer import JobObserver
 from pgq_thin.producer import AsyncQueue, NewJob, Queue
+from pgq_thin.worker import Worker
 
-__version__ = "0.2.0.dev0"
-__all__ = ["App", "AsyncQueue", "Backoff", "Job", "NewJob", "Queue", "__version__"]
+__all__ = [
+    "App",
+    "AsyncQueue",
+    "Backoff",
+    "Job",
+    "JobObserver",
+    "NewJob",
+    "PgqError",
+    "Queue",
+    "Settings",
+    "Worker",
+    "__version__",
+]

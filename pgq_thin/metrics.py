@@ -25,11 +25,11 @@ from wsgiref.simple_server import WSGIServer
 import psycopg
 
 from pgq_thin import monitor
+from pgq_thin._connection import connect
+from pgq_thin._outcomes import TIMEOUT, Outcome
 from pgq_thin.app import Job
-from pgq_thin.connection import connect
 from pgq_thin.errors import PgqError
 from pgq_thin.observer import JobObserver
-from pgq_thin.outcomes import TIMEOUT, Outcome
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server

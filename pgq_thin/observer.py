@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
+from pgq_thin._outcomes import Outcome
 from pgq_thin.app import Job
-from pgq_thin.outcomes import Outcome
 
 
 class JobObserver:

@@ -107,7 +107,7 @@ def install_sql(from_version: int = 0, root: Path | None = None) -> str:
             parts.append(f"-- {m.path.name}\n{m.path.read_text()}")
     for path in api_files(root):
         parts.append(f"-- api/{path.name}\n{path.read_text()}")
-    parts += ["SELECT pgq.record_install();", "COMMIT;"]
+    parts += ["SELECT pgq._record_install();", "COMMIT;"]
     return "\n".join(parts) + "\n"
 
 
@@ -128,7 +128,7 @@ def install(
             ran.append(m.path.name)
         for path in api_files(root):
             _run_file(conn, path)
-        conn.execute("SELECT pgq.record_install()")
+        conn.execute("SELECT pgq._record_install()")
         for role, kind in grant_to:
             grant(conn, role, kind)
     return ran

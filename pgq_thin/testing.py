@@ -28,7 +28,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pgq_thin.localdb import LocalServer
+from pgq_thin._localdb import LocalServer
 
 if TYPE_CHECKING:
     from pytest_postgresql.janitor import DatabaseJanitor

@@ -1,44 +1,23 @@
-"""Fixtures for the worker tests: the test database with an `events` table, and workers."""
+"""Test tiers: each folder's tests carry its marker; `pytest -m unit` (or a folder) runs one tier.
+
+- ``unit``: no database, seconds (`make test-fast`);
+- ``db``: a real PostgreSQL through the pgq fixtures, no worker processes;
+- ``e2e``: real `pgq-thin run` worker processes (and servers of their own where they restart one);
+- ``sql``: the pg_regress and isolation suites and the bash+psql worker, no Python in the loop.
+"""
 
 from __future__ import annotations
 
-import json
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from worker_harness import APP, Conn, Start, WorkerProcess
+
+TIERS = ("unit", "db", "e2e", "sql")
+HERE = Path(__file__).parent
 
 
-@pytest.fixture
-def db(pgq_conn: Conn) -> Conn:
-    """The test database, with the `events` table the app's handlers write to."""
-    pgq_conn.execute(
-        "CREATE TABLE events (job_id bigint, attempt int, event text, running int, pid int,"
-        " at timestamptz NOT NULL DEFAULT clock_timestamp())"
-    )
-    return pgq_conn
-
-
-@pytest.fixture
-def start_worker(pgq_dsn: str, tmp_path: Path) -> Iterator[Start]:
-    """Start workers on the test database; any still running at the end are killed."""
-    shutil.copy(APP, tmp_path / APP.name)
-    started: list[WorkerProcess] = []
-
-    def start(
-        *args: str, dsn: str = pgq_dsn, policy: dict[str, Any] | None = None, **env: str
-    ) -> WorkerProcess:
-        if policy is not None:
-            env["WORKER_APP_POLICY"] = json.dumps(policy)
-        worker = WorkerProcess(dsn, tmp_path, list(args), env, f"worker{len(started)}")
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        if worker.proc.poll() is None:
-            worker.proc.kill()
-            worker.proc.wait()
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = item.path.relative_to(HERE).parts[0]
+        if tier in TIERS:
+            item.add_marker(tier)

@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 
+from pgq_thin._localdb import running_url
 from pgq_thin.errors import PgqError
 
 LIBPQ_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
@@ -25,9 +26,7 @@ def resolve_dsn(dsn: str | None = None) -> str:
         return os.environ["DATABASE_URL"]
     if any(os.environ.get(name) for name in LIBPQ_VARS):
         return ""
-    from pgq_thin import localdb
-
-    url = localdb.running_url()
+    url = running_url()
     if url:
         return url
     raise PgqError(NO_DATABASE)

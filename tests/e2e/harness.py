@@ -1,6 +1,6 @@
-"""Helpers for tests that run real `pgq-thin run` workers serving tests/worker_app.py.
+"""Helpers for tests that run real `pgq-thin run` workers serving tests/e2e/worker_app.py.
 
-The fixtures `db` and `start_worker` built on these live in tests/conftest.py.
+The fixtures `db` and `start_worker` built on these live in tests/e2e/conftest.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 
 from pgq_thin import NewJob, Queue
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 APP = Path(__file__).with_name("worker_app.py")
 OWN_ENV = ("DATABASE_URL", "MAX_CONCURRENT_JOBS", "JOB_TIMEOUT", "PGQ_", "WORKER_APP_", "PG")
 Conn = psycopg.Connection[Any]

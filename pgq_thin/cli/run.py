@@ -17,14 +17,14 @@ from typing import Any, TypeVar
 import click
 import psycopg
 
+from pgq_thin._connection import connect
 from pgq_thin.app import App
-from pgq_thin.cli import clear_errors
+from pgq_thin.cli._common import clear_errors
 from pgq_thin.config import Settings, env_var, load_settings
-from pgq_thin.connection import connect
-from pgq_thin.consumer import Worker
 from pgq_thin.errors import PgqError
 from pgq_thin.observer import JobObserver
 from pgq_thin.producer import Queue
+from pgq_thin.worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -10,9 +10,10 @@ from datetime import datetime
 
 import click
 
-from pgq_thin import monitor, render
-from pgq_thin.cli import clear_errors, database_option
-from pgq_thin.connection import connect, describe, resolve_dsn
+from pgq_thin import monitor
+from pgq_thin._connection import connect, describe, resolve_dsn
+from pgq_thin.cli import render
+from pgq_thin.cli._common import clear_errors, database_option
 from pgq_thin.errors import PgqError
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")

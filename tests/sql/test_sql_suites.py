@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-SQL_TESTS = Path(__file__).parent / "sql"
+SQL_TESTS = Path(__file__).parent
 RUN = SQL_TESTS / "run.sh"
 WORKER = SQL_TESTS / "worker.sh"
 LIBPQ_ENV = {

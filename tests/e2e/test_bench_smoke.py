@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-DRIVER = Path(__file__).resolve().parent.parent / "bench" / "sys_pgq.py"
+DRIVER = Path(__file__).resolve().parents[2] / "bench" / "sys_pgq.py"
 
 
 def drive(*args: str) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from pgq_thin import App, Backoff, Job
-from pgq_thin.cli import main  # noqa: F401  (imports pgq_thin.cli_run in the right order)
-from pgq_thin.cli_run import load_target, open_app
+from pgq_thin.cli import main  # noqa: F401  (imports pgq_thin.cli.run in the right order)
+from pgq_thin.cli.run import load_target, open_app
 from pgq_thin.errors import PgqError
 
 

@@ -26,15 +26,16 @@ from typing import Any, Literal
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from pgq_thin import __version__
+from pgq_thin._connection import describe, resolve_dsn
+from pgq_thin._maintenance import Maintenance
+from pgq_thin._outcomes import TIMEOUT, Outcome, OutcomeWriter
+from pgq_thin._retry import TRANSIENT, Retry, kv
+from pgq_thin._threads import HandlerThreads, ThreadCall
+from pgq_thin._version import __version__
 from pgq_thin.app import App, Entrypoint, Job
 from pgq_thin.config import Settings
-from pgq_thin.connection import describe, resolve_dsn
 from pgq_thin.errors import PgqError, one_line
-from pgq_thin.maintenance import Maintenance
 from pgq_thin.observer import JobObserver
-from pgq_thin.outcomes import TIMEOUT, TRANSIENT, Outcome, OutcomeWriter, Retry, kv
-from pgq_thin.threads import HandlerThreads, ThreadCall
 
 log = logging.getLogger("pgq_thin.worker")
 

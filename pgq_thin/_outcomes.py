@@ -19,15 +19,14 @@ from typing import Any, Literal
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from pgq_thin._retry import TRANSIENT, Retry, kv
 from pgq_thin.app import Job
 from pgq_thin.errors import one_line
 
 log = logging.getLogger("pgq_thin.worker")
 
-TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
 FLUSH_DELAY = 0.02  # seconds a completion may wait for others to share its write
 TIMEOUT = "timeout"  # the error of a try that ran out of time, as the worker and pgq.reap record it
-RETRY_MIN, RETRY_MAX = 0.05, 2.0  # backoff bounds while the database is unreachable, seconds
 
 # Batches travel as binary arrays (psycopg dumps those several times faster than text ones).
 COMPLETE_MANY = "SELECT pgq.complete_many(%b::bigint[], %b::uuid[], %b::text[]::jsonb[])"
@@ -35,32 +34,6 @@ FAIL_MANY = "SELECT job_id, outcome FROM pgq.fail_many(%b::bigint[], %b::uuid[],
 RELEASE = "SELECT pgq.release(%b::bigint[], %b::uuid[])"
 COMPLETE = "SELECT pgq.complete(%s, %s, %s::jsonb)"
 FAIL = "SELECT pgq.fail(%s, %s, %s, %s)"
-
-
-def kv(job: Job, **extra: object) -> str:
-    """`id=… entrypoint=… attempt=…` plus extras, quoting values that need it."""
-    pairs = {"id": job.id, "entrypoint": job.entrypoint, "attempt": job.attempt, **extra}
-    parts = []
-    for key, value in pairs.items():
-        text = str(value)
-        if not text or any(c in text for c in ' "=\n'):
-            text = json.dumps(text)
-        parts.append(f"{key}={text}")
-    return " ".join(parts)
-
-
-class Retry:
-    """Exponential backoff while the database is unreachable."""
-
-    def __init__(self) -> None:
-        self.delay = RETRY_MIN
-
-    def next(self) -> float:
-        delay, self.delay = self.delay, min(self.delay * 2, RETRY_MAX)
-        return delay
-
-    def reset(self) -> None:
-        self.delay = RETRY_MIN
 
 
 def _clean(text: str) -> str:

@@ -22,9 +22,9 @@ from typing import Any
 
 import psycopg
 
+from pgq_thin._retry import TRANSIENT
 from pgq_thin.config import Settings
 from pgq_thin.errors import one_line
-from pgq_thin.outcomes import TRANSIENT
 
 log = logging.getLogger("pgq_thin.maintenance")
 

@@ -19,10 +19,10 @@ import psycopg
 from click.testing import CliRunner, Result
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.conninfo import make_conninfo
-from test_monitoring import T0, build_scenario, claim
 
 from pgq_thin import metrics
 from pgq_thin.cli import main
+from tests.db.test_monitoring import T0, build_scenario, claim
 
 Conn = psycopg.Connection[Any]
 NOW = T0 + timedelta(minutes=5)

@@ -1,6 +1,6 @@
 """`pgq-thin run --metrics-port N`: /metrics scraped over HTTP from a running worker.
 
-The worker serves tests/worker_app.py (see tests/worker_harness.py for the harness).
+The worker serves tests/e2e/worker_app.py (see tests/e2e/harness.py for the harness).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from worker_harness import Conn, Start, enqueue, finished, wait_for
 
 from pgq_thin.config import load_settings
 from pgq_thin.errors import PgqError
+from tests.e2e.harness import Conn, Start, enqueue, finished, wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -1,6 +1,6 @@
 """The worker runtime end to end: real `pgq-thin run` subprocesses against real PostgreSQL.
 
-The app they serve is tests/worker_app.py; its handlers record starts and ends in `events`.
+The app they serve is tests/e2e/worker_app.py; its handlers record starts and ends in `events`.
 The last tests drain the queue with a Worker in the test's own process instead.
 Waits are bounded polls; nothing asserts how long anything took.
 """
@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from worker_harness import (
+
+from pgq_thin import App, Job, NewJob, Queue
+from pgq_thin.config import Settings
+from pgq_thin.worker import DEQUEUE, Worker
+from tests.e2e.harness import (
     Conn,
     Start,
     count,
@@ -25,10 +29,6 @@ from worker_harness import (
     starts,
     wait_for,
 )
-
-from pgq_thin import App, Job, NewJob, Queue
-from pgq_thin.config import Settings
-from pgq_thin.consumer import DEQUEUE, Worker
 
 
 def test_runs_async_and_sync_handlers_and_stores_results(db: Conn, start_worker: Start) -> None:

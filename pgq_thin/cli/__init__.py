@@ -2,49 +2,24 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
-from functools import wraps
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from pgq_thin import __version__, schema
-from pgq_thin.connection import connect, describe, resolve_dsn
+from pgq_thin import schema
+from pgq_thin._connection import connect, describe, resolve_dsn
+from pgq_thin._version import __version__
+from pgq_thin.cli._common import clear_errors, database_option
+from pgq_thin.cli.db import db
+from pgq_thin.cli.monitor import cancel, explain, jobs, pause, resume, retry, stats, workers
+from pgq_thin.cli.run import enqueue, run
 from pgq_thin.errors import PgqError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def clear_errors(func: F) -> F:
-    """Turn a PgqError into one line on stderr and exit status 1."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except PgqError as exc:
-            click.echo(f"pgq-thin: error: {exc}", err=True)
-            sys.exit(1)
-
-    return wrapper  # type: ignore[return-value]
 
 
 @click.group()
 @click.version_option(__version__, prog_name="pgq-thin")
 def main() -> None:
     """pgq-thin: a PostgreSQL job queue whose rules live in SQL."""
-
-
-def database_option(func: F) -> F:
-    """The --database-url/-d option (a typed function, so modules importing it type-check)."""
-    return click.option(
-        "--database-url",
-        "-d",
-        "dsn",
-        metavar="URL",
-        help="PostgreSQL URL or DSN [env: DATABASE_URL; libpq PG* variables also work].",
-    )(func)
 
 
 def _role_grant(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> Any:
@@ -149,15 +124,5 @@ def sql_command(from_version: int) -> None:
     click.echo(schema.install_sql(from_version), nl=False)
 
 
-# Subcommands owned by other modules are registered at the bottom.
-from pgq_thin.localdb import db  # noqa: E402
-
-main.add_command(db)
-from pgq_thin.cli_run import enqueue, run  # noqa: E402
-
-main.add_command(run)
-main.add_command(enqueue)
-from pgq_thin.cli_monitor import cancel, explain, jobs, pause, resume, retry, stats, workers  # noqa: E402
-
-for command in (stats, jobs, explain, retry, cancel, workers, pause, resume):
+for command in (db, run, enqueue, stats, jobs, explain, retry, cancel, workers, pause, resume):
     main.add_command(command)

@@ -16,8 +16,8 @@ import psycopg
 import pytest
 
 from pgq_thin import schema
+from pgq_thin._localdb import find_bindir
 from pgq_thin.errors import PgqError
-from pgq_thin.localdb import find_bindir
 from pgq_thin.testing import PgqServer
 
 CLI = str(Path(sys.executable).with_name("pgq-thin"))
@@ -219,8 +219,7 @@ def test_upgrade_from_every_released_version(blank_db: Callable[[], str], tmp_pa
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(old_root)], input=archive, check=True)
         dsn = blank_db()
-        with psycopg.connect(dsn) as conn:
-            schema.install(conn, old_root / "sql")
+        psql(dsn, "-f", str(old_root / "sql" / "install.psql"))  # the release's own installer
         cli("upgrade", "-d", dsn)
         assert describe(dsn) == describe(fresh), f"upgrade from {tag} differs from a fresh install"
 

@@ -28,12 +28,12 @@ Conn = psycopg.Connection[Any]
 
 # Helpers that only other pgq functions call (not granted to any role).
 INTERNAL = {
-    "settle_failures",
-    "lock_held",
-    "backoff",
-    "check_entrypoints",
-    "check_batch",
-    "record_install",
+    "_settle_failures",
+    "_lock_held",
+    "_backoff",
+    "_check_entrypoints",
+    "_check_batch",
+    "_record_install",
 }
 # The SQLSTATEs of docs/sql-api.md's error table.
 DOCUMENTED = {"22023", "22004", "2202E", "54000", "P0002", "55000", "23505"}

@@ -24,8 +24,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgq_thin import App, Job, Queue, schema
 from pgq_thin.config import Settings
-from pgq_thin.consumer import Worker
 from pgq_thin.testing import ThrowawayServer
+from pgq_thin.worker import Worker
 
 Conn = psycopg.Connection[Any]
 LoginAs = Callable[..., str]
@@ -59,12 +59,12 @@ CALLS = {
     "retry": "SELECT pgq.retry(0)",  # no such job: raises no_data_found once allowed in
     "configure": "SELECT pgq.configure(worker_stale_after => interval '2 minutes')",
     # Internal: called only from inside the other functions, never granted.
-    "check_entrypoints": "SELECT pgq.check_entrypoints(ARRAY['roles'])",
-    "check_batch": "SELECT pgq.check_batch('a and b', ARRAY[1, 1])",
-    "settle_failures": "SELECT * FROM pgq.settle_failures('{}', '{}', '{}')",
-    "lock_held": "SELECT pgq.lock_held('{}', '{}')",
-    "backoff": "SELECT pgq.backoff(1, '1s', 2, '1h', 0)",
-    "record_install": "SELECT pgq.record_install()",
+    "_check_entrypoints": "SELECT pgq._check_entrypoints(ARRAY['roles'])",
+    "_check_batch": "SELECT pgq._check_batch('a and b', ARRAY[1, 1])",
+    "_settle_failures": "SELECT * FROM pgq._settle_failures('{}', '{}', '{}')",
+    "_lock_held": "SELECT pgq._lock_held('{}', '{}')",
+    "_backoff": "SELECT pgq._backoff(1, '1s', 2, '1h', 0)",
+    "_record_install": "SELECT pgq._record_install()",
 }
 ANYONE = {"now", "version"}
 PRODUCER = ANYONE | {"enqueue", "enqueue_many", "cancel"}

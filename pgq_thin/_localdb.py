@@ -21,13 +21,10 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import wraps
 from pathlib import Path
-from typing import Any, Self, TypeVar
-
-import click
+from typing import Any, Self
 
 from pgq_thin.errors import PgqError
 
@@ -436,65 +433,3 @@ def status(directory: str | Path | None = None) -> dict[str, Any]:
         result["status"] = info["status"]
     result["url"] = running_url(where)
     return result
-
-
-# --- CLI: `pgq-thin db ...` (cli.py adds this group; cli is imported lazily to avoid a cycle) ---
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _one_line_errors(func: F) -> F:
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from pgq_thin.cli import clear_errors
-
-        return clear_errors(func)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
-@click.group()
-def db() -> None:
-    """A local PostgreSQL for trying things (data in ./.pgq-thin/db or $PGQ_THIN_DB_DIR)."""
-
-
-@db.command("start")
-@_one_line_errors
-def db_start() -> None:
-    """Start the local server (initialising it the first time) and print its URL."""
-    url = start()
-    click.echo(url)
-    click.echo("use it with: export DATABASE_URL=$(pgq-thin db url)", err=True)
-
-
-@db.command("stop")
-@_one_line_errors
-def db_stop() -> None:
-    """Stop the local server."""
-    click.echo("stopped" if stop() else "not running")
-
-
-@db.command("status")
-@_one_line_errors
-def db_status() -> None:
-    """Show where the local server lives and whether it runs (exit 3 when it does not)."""
-    info = status()
-    state = "running" if info["running"] else ("stopped" if info["initialized"] else "not created")
-    if info.get("status") and not info["running"]:
-        state = info["status"]
-    click.echo(f"state:      {state}" + (f" (pid {info['pid']})" if info["pid"] else ""))
-    for key in ("url", "directory", "datadir", "socket_dir", "log"):
-        if info[key]:
-            click.echo(f"{key + ':':<11} {info[key]}")
-    if not info["running"]:
-        raise SystemExit(3)
-
-
-@db.command("url")
-@_one_line_errors
-def db_url() -> None:
-    """Print the local server's URL: export DATABASE_URL=$(pgq-thin db url)."""
-    url = running_url()
-    if url is None:
-        raise PgqError(f"the local database in {db_dir()} is not running: `pgq-thin db start`")
-    click.echo(url)

@@ -1,6 +1,6 @@
 """The worker's upkeep loop (pgq_thin/maintenance.py): periodic pgq.prune() and VACUUM of pgq.jobs.
 
-Real `pgq-thin run` subprocesses serve tests/worker_app.py (harness in tests/worker_harness.py).
+Real `pgq-thin run` subprocesses serve tests/e2e/worker_app.py (harness in tests/e2e/harness.py).
 Nothing asserts how long anything took: waits are bounded polls of the database.
 """
 
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 from psycopg.conninfo import make_conninfo
-from worker_harness import Conn, Start, count, enqueue, finished, wait_for
 
 from pgq_thin import Queue
 from pgq_thin.config import load_settings
 from pgq_thin.errors import PgqError
+from tests.e2e.harness import Conn, Start, count, enqueue, finished, wait_for
 
 DISABLED = "VACUUM of pgq.jobs disabled"
 DEQUEUE = "SELECT id, lease_token FROM pgq.dequeue(ARRAY[%s], %s, 'test', interval '1 minute')"

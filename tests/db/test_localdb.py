@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgq_thin.connection import NO_DATABASE, resolve_dsn
+from pgq_thin._connection import NO_DATABASE, resolve_dsn
 from pgq_thin.errors import PgqError
 from pgq_thin.testing import ThrowawayServer
 
