@@ -18,7 +18,7 @@ COMMENT ON FUNCTION pgq.now() IS
     'Current time for the queue: statement_timestamp(), or the pgq.now setting (for deterministic tests) when the login role is a superuser or a pgq_admin member.';
 
 -- Raises a clear error unless the entrypoint names are all usable.
-CREATE OR REPLACE FUNCTION pgq.check_entrypoints(entrypoints text[]) RETURNS void
+CREATE OR REPLACE FUNCTION pgq._check_entrypoints(entrypoints text[]) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pgq, pg_temp
 SECURITY DEFINER
@@ -62,5 +62,5 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION pgq.check_entrypoints(text[]) IS
+COMMENT ON FUNCTION pgq._check_entrypoints(text[]) IS
     'Raises 22004 for a missing or NULL entrypoint name, 22023 for a blank one or one with control characters, 54000 past 200 characters or 10000 names.';

@@ -94,7 +94,7 @@ BEGIN
     WHERE e.name = ANY (entrypoints);
     -- Names that are all known need no checking; otherwise bad ones raise (unknown ones claim nothing).
     IF v_known = 0 OR coalesce(v_known < cardinality(entrypoints), true) OR cardinality(entrypoints) > 10000 THEN
-        PERFORM pgq.check_entrypoints(entrypoints);
+        PERFORM pgq._check_entrypoints(entrypoints);
     END IF;
     IF v_names IS NULL THEN
         RETURN;

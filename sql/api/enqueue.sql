@@ -30,7 +30,7 @@ DECLARE
     v_key_chars integer;
     v_max_attempts integer;
 BEGIN
-    PERFORM pgq.check_batch(
+    PERFORM pgq._check_batch(
         'entrypoints, payloads, priorities, run_ats, dedupe_keys, headers and max_attempts',
         ARRAY[v_n, coalesce(cardinality(payloads), v_n), coalesce(cardinality(priorities), v_n),
               coalesce(cardinality(run_ats), v_n), coalesce(cardinality(dedupe_keys), v_n),
@@ -39,7 +39,7 @@ BEGIN
     IF v_n = 0 THEN
         RETURN;
     END IF;
-    PERFORM pgq.check_entrypoints(entrypoints);
+    PERFORM pgq._check_entrypoints(entrypoints);
 
     -- Every other limit in one pass over the arrays.
     SELECT (SELECT st.max_payload_bytes FROM pgq.settings AS st),

@@ -1,7 +1,7 @@
 -- Raises unless the arrays of one batch call have the same length and the batch holds at most
 -- 10,000 jobs. Callers pass the lengths with the batch's first, and an optional array's as
 -- coalesce(cardinality(a), n) so that leaving it out (NULL) passes.
-CREATE OR REPLACE FUNCTION pgq.check_batch(arguments text, lengths integer[]) RETURNS void
+CREATE OR REPLACE FUNCTION pgq._check_batch(arguments text, lengths integer[]) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pgq, pg_temp
 SECURITY DEFINER
@@ -19,13 +19,13 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION pgq.check_batch(text, integer[]) IS
+COMMENT ON FUNCTION pgq._check_batch(text, integer[]) IS
     'Raises 2202E unless the given array lengths are equal, 54000 when the batch exceeds 10000 jobs.';
 
 -- Locks the jobs the caller holds (id and current lease_token match) in id order and returns their
 -- ids: batch writers over the same jobs (a worker's heartbeat and its completions, listed in other
 -- orders) then wait for each other instead of deadlocking.
-CREATE OR REPLACE FUNCTION pgq.lock_held(job_ids bigint[], lease_tokens uuid[]) RETURNS bigint[]
+CREATE OR REPLACE FUNCTION pgq._lock_held(job_ids bigint[], lease_tokens uuid[]) RETURNS bigint[]
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgq, pg_temp
 SECURITY DEFINER
@@ -39,13 +39,13 @@ BEGIN
         FOR UPDATE OF j);
 END
 $$;
-COMMENT ON FUNCTION pgq.lock_held(bigint[], uuid[]) IS
+COMMENT ON FUNCTION pgq._lock_held(bigint[], uuid[]) IS
     'Internal: locks the caller''s held jobs in id order; returns their ids.';
 
 -- Settles failed tries of running jobs: retry after backoff while attempts remain and the error is
 -- retryable, else dead-letter to history as failed (cancelled when a cancel was requested).
 -- Callers pass jobs they hold; it is the one place the retry rule lives.
-CREATE OR REPLACE FUNCTION pgq.settle_failures(job_ids bigint[], errors text[], retryable boolean[])
+CREATE OR REPLACE FUNCTION pgq._settle_failures(job_ids bigint[], errors text[], retryable boolean[])
 RETURNS TABLE (job_id bigint, outcome text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgq, pg_temp
@@ -66,7 +66,7 @@ BEGIN
                    ELSE 'failed'
                END AS outcome,
                CASE WHEN e.name IS NULL THEN interval '0'
-                    ELSE pgq.backoff(j.attempt, e.backoff_base, e.backoff_factor, e.backoff_max, e.jitter)
+                    ELSE pgq._backoff(j.attempt, e.backoff_base, e.backoff_factor, e.backoff_max, e.jitter)
                END AS delay
         FROM pgq.jobs AS j
         JOIN (SELECT DISTINCT ON (x.id) x.* FROM unnest(job_ids, errors, retryable) AS x(id, error, retryable)
@@ -113,7 +113,7 @@ BEGIN
     RETURN QUERY SELECT * FROM unnest(v_ids, v_outcomes);
 END
 $$;
-COMMENT ON FUNCTION pgq.settle_failures(bigint[], text[], boolean[]) IS
+COMMENT ON FUNCTION pgq._settle_failures(bigint[], text[], boolean[]) IS
     'Internal: retries or dead-letters failed running jobs by their entrypoint policy.';
 
 -- Finishes held jobs as succeeded (cancelled if a cancel was requested); returns how many succeeded.
@@ -129,10 +129,10 @@ DECLARE
     v_now timestamptz := pgq.now();
     v_done integer;
 BEGIN
-    PERFORM pgq.check_batch('job_ids, lease_tokens and results', ARRAY[cardinality(job_ids),
+    PERFORM pgq._check_batch('job_ids, lease_tokens and results', ARRAY[cardinality(job_ids),
         cardinality(lease_tokens), coalesce(cardinality(results), cardinality(job_ids))]);
-    -- Deleted in id order, as lock_held locks (the sorted input drives the generic plan's join):
-    -- no pgq.lock_held here, whose extra row locks would cost ~3 us a job on the hot path.
+    -- Deleted in id order, as _lock_held locks (the sorted input drives the generic plan's join):
+    -- no pgq._lock_held here, whose extra row locks would cost ~3 us a job on the hot path.
     WITH ended AS (
         DELETE FROM pgq.jobs AS j
         USING (SELECT * FROM unnest(job_ids, lease_tokens, results) AS x(id, token, result) ORDER BY x.id) AS u
@@ -183,17 +183,17 @@ DECLARE
     v_errors text[];
     v_retryable boolean[];
 BEGIN
-    PERFORM pgq.check_batch('job_ids, lease_tokens, errors and retryable',
+    PERFORM pgq._check_batch('job_ids, lease_tokens, errors and retryable',
         ARRAY[cardinality(job_ids), cardinality(lease_tokens), cardinality(errors),
               coalesce(cardinality(retryable), cardinality(job_ids))]);
-    v_held := pgq.lock_held(job_ids, lease_tokens);
+    v_held := pgq._lock_held(job_ids, lease_tokens);
     -- Errors are taken only from entries whose token holds the lease.
     SELECT array_agg(u.id), array_agg(coalesce(u.error, 'unknown error')), array_agg(u.retryable)
     INTO v_ids, v_errors, v_retryable
     FROM unnest(job_ids, lease_tokens, errors, retryable) AS u(id, token, error, retryable)
     JOIN pgq.jobs AS j ON j.id = u.id AND j.lease_token = u.token
     WHERE j.id = ANY (v_held);
-    RETURN QUERY SELECT * FROM pgq.settle_failures(v_ids, v_errors, v_retryable);
+    RETURN QUERY SELECT * FROM pgq._settle_failures(v_ids, v_errors, v_retryable);
 END
 $$;
 COMMENT ON FUNCTION pgq.fail_many(bigint[], uuid[], text[], boolean[]) IS
@@ -227,8 +227,8 @@ DECLARE
     v_ready text[];
     v_cancelled bigint[];
 BEGIN
-    PERFORM pgq.check_batch('job_ids and lease_tokens', ARRAY[cardinality(job_ids), cardinality(lease_tokens)]);
-    v_held := pgq.lock_held(job_ids, lease_tokens);
+    PERFORM pgq._check_batch('job_ids and lease_tokens', ARRAY[cardinality(job_ids), cardinality(lease_tokens)]);
+    v_held := pgq._lock_held(job_ids, lease_tokens);
     WITH released AS (
         UPDATE pgq.jobs AS j SET
             state = 'queued', run_at = pgq.now(), attempt = j.attempt - 1, lease_token = NULL,
@@ -241,7 +241,7 @@ BEGIN
 
     -- A job whose cancel was requested ends as cancelled instead.
     v_cancelled := ARRAY(SELECT j.id FROM pgq.jobs AS j WHERE j.id = ANY (v_held) AND j.cancel_requested);
-    PERFORM pgq.settle_failures(v_cancelled, array_fill('cancelled'::text, ARRAY[cardinality(v_cancelled)]), NULL);
+    PERFORM pgq._settle_failures(v_cancelled, array_fill('cancelled'::text, ARRAY[cardinality(v_cancelled)]), NULL);
     RETURN v_released;
 END
 $$;
@@ -261,12 +261,12 @@ DECLARE
     v_now timestamptz := pgq.now();
     v_held bigint[];
 BEGIN
-    PERFORM pgq.check_batch('job_ids and lease_tokens', ARRAY[cardinality(job_ids), cardinality(lease_tokens)]);
+    PERFORM pgq._check_batch('job_ids and lease_tokens', ARRAY[cardinality(job_ids), cardinality(lease_tokens)]);
     IF lease_duration IS NULL OR lease_duration <= interval '0' OR lease_duration > interval '10 years' THEN
         RAISE EXCEPTION 'pgq: lease_duration must be positive and at most 10 years, got %', lease_duration
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    v_held := pgq.lock_held(job_ids, lease_tokens);
+    v_held := pgq._lock_held(job_ids, lease_tokens);
     WITH extended AS (
         UPDATE pgq.jobs AS j SET lease_expires_at = least(v_now + lease_duration, j.timeout_at)
         WHERE j.id = ANY (v_held) AND NOT j.cancel_requested

@@ -15,7 +15,7 @@ SET search_path = pg_catalog, pgq, pg_temp
 SECURITY DEFINER
 AS $$
 BEGIN
-    PERFORM pgq.check_entrypoints(ARRAY[name]);
+    PERFORM pgq._check_entrypoints(ARRAY[name]);
     IF concurrency_limit < 0 THEN
         RAISE EXCEPTION 'pgq: concurrency_limit must be >= 0 (0 = unlimited), got %', concurrency_limit
             USING ERRCODE = 'invalid_parameter_value';
@@ -66,7 +66,7 @@ COMMENT ON FUNCTION pgq.set_entrypoint(text, integer, integer, interval, interva
     'Upserts an entrypoint''s policy (NULL keeps the current value; concurrency_limit 0 = unlimited, timeout 0 = none).';
 
 -- The delay before the next try after `attempt` failed tries: base * factor^(attempt-1), jittered, capped.
-CREATE OR REPLACE FUNCTION pgq.backoff(
+CREATE OR REPLACE FUNCTION pgq._backoff(
     attempt integer, base interval, factor numeric, max_delay interval, jitter numeric
 ) RETURNS interval
 LANGUAGE sql VOLATILE
@@ -80,5 +80,5 @@ AS $$
         extract(epoch FROM max_delay)
     )::double precision)
 $$;
-COMMENT ON FUNCTION pgq.backoff(integer, interval, numeric, interval, numeric) IS
+COMMENT ON FUNCTION pgq._backoff(integer, interval, numeric, interval, numeric) IS
     'Retry delay after attempt N: base * factor^(N-1) with multiplicative jitter, capped at max_delay.';

@@ -22,7 +22,7 @@ BEGIN
     IF cardinality(v_ids) = 0 THEN
         RETURN 0;
     END IF;
-    PERFORM pgq.settle_failures(v_ids, array_fill('timeout'::text, ARRAY[cardinality(v_ids)]), NULL);
+    PERFORM pgq._settle_failures(v_ids, array_fill('timeout'::text, ARRAY[cardinality(v_ids)]), NULL);
     RETURN cardinality(v_ids);
 END
 $$;

@@ -71,7 +71,7 @@ $$;
 COMMENT ON FUNCTION pgq.fingerprint() IS 'md5 of pgq.describe_schema(); recorded at install, checked by verify.';
 
 -- Records the fingerprint of the schema just installed; the last step of every install and upgrade.
-CREATE OR REPLACE FUNCTION pgq.record_install() RETURNS text
+CREATE OR REPLACE FUNCTION pgq._record_install() RETURNS text
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pgq, pg_temp
 SECURITY DEFINER
@@ -81,4 +81,4 @@ AS $$
     ON CONFLICT (singleton) DO UPDATE SET fingerprint = excluded.fingerprint, installed_at = excluded.installed_at
     RETURNING fingerprint
 $$;
-COMMENT ON FUNCTION pgq.record_install() IS 'Records pgq.fingerprint() as the installed one (run by install and upgrade).';
+COMMENT ON FUNCTION pgq._record_install() IS 'Records pgq.fingerprint() as the installed one (run by install and upgrade).';

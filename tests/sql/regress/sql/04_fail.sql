@@ -4,18 +4,18 @@
 SELECT pgq_test.start();
 
 -- The backoff rule itself (jitter 0): base 1 s, factor 2, cap 10 s.
-SELECT n AS attempt, pgq.backoff(n, '1 second', 2, '10 seconds', 0) AS delay
+SELECT n AS attempt, pgq._backoff(n, '1 second', 2, '10 seconds', 0) AS delay
 FROM generate_series(0, 6) AS n;
 -- Factor 1 is a constant delay; factor 3 with a 1 minute cap.
-SELECT n AS attempt, pgq.backoff(n, '5 seconds', 1, '1 hour', 0) AS constant,
-       pgq.backoff(n, '2 seconds', 3, '1 minute', 0) AS factor_3
+SELECT n AS attempt, pgq._backoff(n, '5 seconds', 1, '1 hour', 0) AS constant,
+       pgq._backoff(n, '2 seconds', 3, '1 minute', 0) AS factor_3
 FROM generate_series(1, 5) AS n;
 -- A huge attempt number is still capped, not an overflow.
-SELECT pgq.backoff(1000000, '1 second', 10, '1 day', 0) AS capped;
+SELECT pgq._backoff(1000000, '1 second', 10, '1 day', 0) AS capped;
 -- Jitter j keeps the delay within base * [1 - j, 1 + j] and does vary.
 SELECT min(d) >= interval '5 seconds' AS low_ok, max(d) <= interval '15 seconds' AS high_ok,
        count(DISTINCT d) > 1 AS varies
-FROM (SELECT pgq.backoff(1, '10 seconds', 2, '1 hour', 0.5) AS d FROM generate_series(1, 200)) AS s;
+FROM (SELECT pgq._backoff(1, '10 seconds', 2, '1 hour', 0.5) AS d FROM generate_series(1, 200)) AS s;
 
 -- The retry path through fail(): base 1 s, factor 2, cap 5 s, 5 attempts.
 SELECT pgq.set_entrypoint('a', max_attempts => 5, backoff_base => '1 second', backoff_factor => 2,
