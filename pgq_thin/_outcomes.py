@@ -54,12 +54,18 @@ class Outcome:
     retryable: bool = True
 
     @classmethod
-    def success(cls, job: Job, result: Any, duration: float) -> Outcome:
-        """A completion, or a failure when the result is not JSON."""
+    def success(cls, job: Job, result: Any, duration: float, max_bytes: int) -> Outcome:
+        """A completion, or a failure when the result is not JSON or longer than `max_bytes`."""
         try:
             text = None if result is None else json.dumps(result)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             error = f"result is not JSON-serializable: {exc}"
+            return cls.failure(job, duration, error, retryable=False)
+        if text is not None and len(text) > max_bytes // 4 and len(text.encode()) > max_bytes:
+            error = (
+                f"result too large: {len(text.encode())} bytes of JSON, the limit is "
+                f"{max_bytes} (PGQ_MAX_RESULT_BYTES)"
+            )
             return cls.failure(job, duration, error, retryable=False)
         return cls(job, "complete", duration, result=text)
 

@@ -31,6 +31,8 @@ class Settings:
     metrics_port: int | None = None
     vacuum_interval: float = 0.5
     prune_interval: float = 60.0
+    max_result_bytes: int = 1024 * 1024
+    exit_when_stuck: bool = True
 
 
 Value = str | int | float
@@ -92,6 +94,15 @@ def _port(raw: Value) -> int | None:
     return number
 
 
+def _bool(raw: Value) -> bool:
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
 def _text(raw: Value) -> str:
     if not isinstance(raw, str):
         raise ValueError("must be a string")
@@ -118,6 +129,8 @@ KEYS: dict[str, tuple[str, Callable[[Value], object]]] = {
     "metrics_port": ("PGQ_METRICS_PORT", _port),
     "vacuum_interval": ("PGQ_VACUUM_INTERVAL", _non_negative_seconds),
     "prune_interval": ("PGQ_PRUNE_INTERVAL", _non_negative_seconds),
+    "max_result_bytes": ("PGQ_MAX_RESULT_BYTES", _positive_int),
+    "exit_when_stuck": ("PGQ_EXIT_WHEN_STUCK", _bool),
 }
 
 
@@ -191,7 +204,7 @@ def load_settings(
             key = name.lower().replace("-", "_")
             if key not in KEYS:
                 raise PgqError(f"unknown key {name!r} in {source} (known: {', '.join(KEYS)})")
-            if not isinstance(raw, str | int | float):
+            if not isinstance(raw, str | int | float):  # a TOML boolean is an int
                 raise PgqError(f"invalid {key} (from {source}): must be a string or number")
             values[key] = _parse(key, raw, source)
 

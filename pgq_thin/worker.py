@@ -2,10 +2,14 @@
 
 Every state change is a pgq.* call. Loops on one asyncio event loop: claiming (pgq.dequeue
 sized to free capacity, woken by NOTIFY pgq_jobs, polling as the fallback), listening (a
-dedicated LISTEN connection, also for pgq_cancel), heartbeats (pgq.heartbeat for every held
-job; the ids it no longer holds are stopped; the worker itself in pgq.workers) and the
-OutcomeWriter (batched, fenced writes). Each job runs as its own task (`async def` handlers
-are awaited in it, plain `def` ones on HandlerThreads); a claim is decoded in one go.
+dedicated LISTEN connection, also for pgq_cancel) and the OutcomeWriter (batched, fenced
+writes). Two threads watch over it (_liveness): heartbeats (pgq.heartbeat for every held job
+on a connection of their own, so a handler blocking the loop cannot cost the leases; the ids
+no longer held are stopped) and the stall detector. Each job runs as its own task (`async
+def` handlers are awaited in it, plain `def` ones on HandlerThreads); a claim is decoded in
+one go. Whatever a handler raises, returns or however long it runs, its attempt ends with an
+outcome; a `def` handler thread that outlives its job holds its slot and is reported as
+stuck, and a worker whose slots are all stuck exits for its supervisor to restart it.
 """
 
 from __future__ import annotations
@@ -21,12 +25,23 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from types import FrameType
 from typing import Any, Literal
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgq_thin._connection import describe, resolve_dsn
+from pgq_thin._liveness import (
+    DEREGISTER,
+    EXIT_STUCK,
+    REGISTER,
+    Beat,
+    Culprit,
+    Heartbeats,
+    Leases,
+    StallDetector,
+)
 from pgq_thin._maintenance import Maintenance
 from pgq_thin._outcomes import TIMEOUT, Outcome, OutcomeWriter
 from pgq_thin._retry import TRANSIENT, Retry, kv
@@ -44,15 +59,14 @@ LISTEN_CHECK = 10.0  # seconds between liveness checks of an idle LISTEN connect
 SHUTDOWN = "shutdown"
 CANCELLED = "cancelled"
 LEASE_LOST = "lease lost (cancelled, timed out or expired)"
+STUCK_AFTER = 1.0  # seconds a `def` handler may take to return once its job ended
+SHUTDOWN_STOP = 1.0  # seconds a handler asked to stop at shutdown has to do so
 Mode = Literal["forever", "drain"]
 
 SET_ENTRYPOINT = """
 SELECT pgq.set_entrypoint(%s, concurrency_limit => %s, max_attempts => %s, timeout => %s,
     backoff_base => %s, backoff_factor => %s::numeric, backoff_max => %s, jitter => %s::numeric)
 """
-REGISTER = "SELECT pgq.register_worker(%s, %s, %s, %s, %s, %s)"
-WORKER_HEARTBEAT = "SELECT pgq.worker_heartbeat(%s)"
-DEREGISTER = "SELECT pgq.deregister_worker(%s)"
 # payload and headers come as text: a claim's JSON is decoded in one json.loads (see _jobs).
 # The claim commits without waiting for its WAL flush (set_config local to this statement's
 # transaction): a claim lost with a crashed server leaves its job queued, as if never claimed,
@@ -62,7 +76,6 @@ SELECT d.id, d.entrypoint, d.payload::text, d.headers::text, d.priority, d.attem
        d.max_attempts, d.lease_token, d.lease_expires_at, d.enqueued_at
 FROM set_config('synchronous_commit', 'off', true) AS s, pgq.dequeue(%b, %b, %b, %b) AS d
 """
-HEARTBEAT = "SELECT * FROM pgq.heartbeat(%s, %s, %s)"
 NOT_INSTALLED = (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName)
 
 
@@ -72,6 +85,7 @@ class _Held:
 
     job: Job
     claimed_at: float  # loop.time() when pgq.dequeue was sent; timeouts count from it
+    deadline: float | None = None  # loop.time() at which the job times out
     task: asyncio.Task[None] | None = None
     call: ThreadCall | None = None  # a `def` handler's, in its thread
     stop_reason: str | None = None
@@ -138,9 +152,17 @@ class Worker:
         self._held: dict[uuid.UUID, _Held] = {}  # by lease token: one per claim
         self._cancel_notified: set[int] = set()
         self._busy = 0  # running handlers, plus threads still running after their job ended
+        self._stuck: dict[int, Job] = {}  # by id(_Held): jobs whose `def` handler outlived them
+        self._released: list[int] = []  # at shutdown
+        self._stopping = False  # shutting down: handlers still running are left to their leases
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
-        self._beat_now = asyncio.Event()
         self._stop = asyncio.Event()
+        beat = Beat(self._leases, self._lost, self._fatal, self._registration)
+        self._heartbeats = Heartbeats(
+            self.dsn, self.worker_id, settings.lease_duration, beat, APPLICATION_NAME
+        )
+        self._stall = StallDetector(self._culprit, self._deregister_now)
         self._threads = HandlerThreads(settings.max_concurrent_jobs)
         self._pool = AsyncConnectionPool(
             self.dsn,
@@ -154,9 +176,9 @@ class Worker:
         self._outcomes = OutcomeWriter(self._pool, self._settled)
 
     @property
-    def lingering_threads(self) -> int:
-        """Handler threads still running after their job ended (threads cannot be interrupted)."""
-        return self._busy
+    def stuck_slots(self) -> int:
+        """Slots held by `def` handler threads that outlived their job (timeout, cancel...)."""
+        return len(self._stuck)
 
     def request_stop(self) -> None:
         """Stop claiming; running jobs get the shutdown grace, then go back to the queue."""
@@ -186,12 +208,14 @@ class Worker:
 
     async def run(self) -> int:
         """Serve until stopped; returns the exit status (0 after a clean shutdown)."""
+        self._loop = asyncio.get_running_loop()
         await self._register()
         await self._pool.open()
         self._banner()
+        self._heartbeats.start()
         background = [
             asyncio.create_task(self._listen(), name="listener"),
-            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._stall.run(), name="stall detector"),
             asyncio.create_task(Maintenance(self.dsn, self.settings).run(), name="maintenance"),
         ]
         for task in background:
@@ -207,6 +231,7 @@ class Worker:
                 self._fatal("claiming failed")
             await self._shutdown(writer)
         finally:
+            await self._heartbeats.stop()
             for task in (*background, writer):
                 task.cancel()
             await asyncio.gather(*background, writer, return_exceptions=True)
@@ -337,7 +362,9 @@ class Worker:
                 job, 0.0, f"unknown entrypoint {job.entrypoint!r}", retryable=False
             )
         timeout = entry.timeout if entry.timeout is not None else self.settings.job_timeout
-        scope = asyncio.timeout_at(held.claimed_at + timeout) if timeout else None
+        if timeout:
+            held.deadline = held.claimed_at + timeout
+        scope = asyncio.timeout_at(held.deadline) if held.deadline is not None else None
         started = time.monotonic()
         try:
             if scope is None:  # no timeout: no scope to enter and leave for every job
@@ -345,19 +372,34 @@ class Worker:
             else:
                 async with scope:
                     result = await self._call(held, entry)
-        except asyncio.CancelledError:
-            if held.stop_reason is None:
-                raise
-            if held.stop_reason == SHUTDOWN:
-                return Outcome(job, "release", time.monotonic() - started)
-            return Outcome.failure(job, time.monotonic() - started, held.stop_reason)
+        except asyncio.CancelledError as exc:
+            took = time.monotonic() - started
+            if held.stop_reason is not None:
+                return self._stopped(held, took)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the worker itself is being torn down
+            # Not asked for: the handler awaited something cancelled elsewhere.
+            return Outcome.exception(job, took, exc, entry.is_retryable(exc))
         except BaseException as exc:  # whatever a handler does, the worker carries on
             took = time.monotonic() - started
             if isinstance(exc, TimeoutError) and scope is not None and scope.expired():
                 job.stop_requested.set()
-                return Outcome.failure(job, took, TIMEOUT, f"timeout after {timeout:g}s")
+                return Outcome.failure(job, took, TIMEOUT, _timed_out(started, held))
+            if held.stop_reason is not None:
+                return self._stopped(held, took)
             return Outcome.exception(job, took, exc, entry.is_retryable(exc))
-        return Outcome.success(job, result, time.monotonic() - started)
+        took = time.monotonic() - started
+        if held.stop_reason is not None:  # a `def` handler that returned once asked to stop
+            return self._stopped(held, took)
+        return Outcome.success(job, result, took, self.settings.max_result_bytes)
+
+    @staticmethod
+    def _stopped(held: _Held, took: float) -> Outcome:
+        """A handler stopped by the worker: released at shutdown, else failed with the reason."""
+        if held.stop_reason == SHUTDOWN:
+            return Outcome(held.job, "release", took)
+        return Outcome.failure(held.job, took, held.stop_reason or "")
 
     async def _call(self, held: _Held, entry: Entrypoint) -> Any:
         if entry.is_async:
@@ -367,38 +409,110 @@ class Worker:
 
     def _end_job(self, held: _Held) -> None:
         """Free the job's slot, once its thread (if any) has returned too."""
-        if held.call is None or not held.call.still_running():
+        call = held.call
+        if call is None or not call.still_running():
             self._free_slot()
             return
-        log.warning("handler thread of job %d still running; its slot stays taken", held.job.id)
         loop = asyncio.get_running_loop()
-        held.call.thread.add_done_callback(lambda _: loop.call_soon_threadsafe(self._free_slot))
+        call.thread.add_done_callback(lambda _: _call_soon(loop, self._thread_returned, held))
+        loop.call_later(STUCK_AFTER, self._check_stuck, held)
+
+    def _check_stuck(self, held: _Held) -> None:
+        """A `def` handler still running STUCK_AFTER seconds after its job ended is stuck."""
+        if held.call is None or held.call.thread.done() or self._stopping:
+            return
+        self._stuck[id(held)] = held.job
+        n, slots = len(self._stuck), self.settings.max_concurrent_jobs
+        log.error(
+            "handler thread of job %d (entrypoint %s) still running %gs after its job ended "
+            "(%s): it holds a slot until it returns; %d of %d slot(s) stuck. A plain `def` "
+            "handler cannot be interrupted: return when job.cancelled is set",
+            held.job.id, held.job.entrypoint, STUCK_AFTER, held.stop_reason or TIMEOUT, n, slots,
+        )  # fmt: skip
+        self._observer.stuck(n)
+        if n >= slots and self.settings.exit_when_stuck:
+            log.error(
+                "every slot is held by a stuck handler thread: the worker exits (status %d) "
+                "for its supervisor to start it again (PGQ_EXIT_WHEN_STUCK=false keeps it)",
+                EXIT_STUCK,
+            )
+            self.exit_code = EXIT_STUCK
+            self.request_stop()
+
+    def _thread_returned(self, held: _Held) -> None:
+        if self._stuck.pop(id(held), None) is not None:
+            log.warning("stuck handler thread of job %d returned; its slot is free", held.job.id)
+            self._observer.stuck(len(self._stuck))
+        self._free_slot()
 
     def _free_slot(self) -> None:
         self._busy -= 1
         self._wake.set()
 
     def _stop_job(self, held: _Held, reason: str) -> None:
+        """Ask the handler to stop: an `async def` one is cancelled, a `def` one told so (it
+        cannot be interrupted); its job ends now unless the worker is shutting down."""
         if held.task is None or held.task.done() or held.reported:
             return
         log.info("job stopping %s", kv(held.job, reason=reason))
         held.stop_reason = reason
         held.job.stop_requested.set()
-        held.task.cancel()
+        if held.call is None or reason != SHUTDOWN:
+            held.task.cancel()
 
     def _report(self, held: _Held, outcome: Outcome) -> None:
         if not held.reported:
             held.reported = True
             self._outcomes.add(outcome)
+            if outcome.kind == "release":
+                self._released.append(held.job.id)
 
     def _settled(self, outcome: Outcome, answer: str) -> None:
         """The outcome is written (or refused): the claim is over."""
         self._observer.finished(outcome, answer)
         self._held.pop(outcome.job.lease_token, None)
+        self._cancel_notified.discard(outcome.job.id)
         if not self._held:
             self._wake.set()  # drain mode may be done
 
-    # --- listening and heartbeats ---------------------------------------------------------
+    # --- what the watching threads ask ----------------------------------------------------
+
+    def _leases(self) -> Leases:
+        """Off the loop: the held claims (a dict's copy is atomic, its iteration is not)."""
+        return [(h.job.id, h.job.lease_token) for h in self._held.copy().values()]
+
+    def _lost(self, leases: Leases, lost: set[int]) -> None:
+        """pgq.heartbeat no longer holds these: stop their handlers (cancelled, or timed out)."""
+        for job_id, token in leases:
+            held = self._held.get(token)
+            if held is not None and job_id in lost:
+                cancelled = job_id in self._cancel_notified
+                self._stop_job(held, CANCELLED if cancelled else LEASE_LOST)
+
+    def _culprit(self, frame: FrameType | None) -> Culprit:
+        """Off the loop, while it is blocked: the job whose handler runs on it, and where."""
+        where = ""
+        if frame is not None:
+            code = frame.f_code
+            where = f" at {os.path.basename(code.co_filename)}:{frame.f_lineno} in {code.co_name}"
+        task = asyncio.current_task(self._loop) if self._loop is not None else None
+        for held in self._held.copy().values():
+            if held.task is task and task is not None:
+                job = held.job
+                what = f"the handler of job {job.id} (entrypoint {job.entrypoint}){where}"
+                return Culprit(what, held.deadline)
+        name = task.get_name() if task is not None else "a callback"
+        return Culprit(f"the worker's {name}{where}")
+
+    def _deregister_now(self) -> None:
+        """Off the loop, before the process ends: no live registration, so pgq.reap knows."""
+        with (
+            contextlib.suppress(psycopg.Error),
+            psycopg.connect(self.dsn, autocommit=True, connect_timeout=3) as conn,
+        ):
+            conn.execute(DEREGISTER, (self.worker_id,))
+
+    # --- listening ------------------------------------------------------------------------
 
     async def _listen(self) -> None:
         retry = Retry()
@@ -416,7 +530,7 @@ class Worker:
                     connected_before = True
                     retry.reset()
                     self._wake.set()  # catch up on what was sent while not listening
-                    self._beat_now.set()
+                    self._heartbeats.poke()
                     while True:
                         async for note in conn.notifies(timeout=LISTEN_CHECK):
                             self._on_notify(note.channel, note.payload)
@@ -435,45 +549,14 @@ class Worker:
             job_id = int(payload)
             if any(h.job.id == job_id for h in self._held.values()):
                 self._cancel_notified.add(job_id)
-                self._beat_now.set()  # the heartbeat confirms it before anything is stopped
-
-    async def _heartbeat_loop(self) -> None:
-        """Every third of a lease: the worker's own heartbeat, then its jobs' leases."""
-        retry = Retry()
-        while True:
-            await _wait(self._beat_now, self.settings.lease_duration / 3)
-            self._beat_now.clear()
-            held = list(self._held.values())
-            ids = [h.job.id for h in held]
-            tokens = [h.job.lease_token for h in held]
-            lost: set[int] = set()
-            try:
-                async with self._pool.connection() as conn:
-                    cur = await conn.execute(WORKER_HEARTBEAT, (self.worker_id,))
-                    if await cur.fetchone() != (True,):  # forgotten (pruned): announce again
-                        await conn.execute(REGISTER, self._registration())
-                    if held:
-                        cur = await conn.execute(HEARTBEAT, (ids, tokens, self._lease))
-                        lost = {row[0] for row in await cur.fetchall()}
-            except TRANSIENT as exc:
-                delay = retry.next()
-                log.warning("heartbeat failed: %s; retrying in %gs", one_line(exc), delay)
-                await asyncio.sleep(delay)
-                self._beat_now.set()
-                continue
-            except psycopg.Error as exc:
-                raise PgqError(f"pgq.heartbeat failed: {exc.diag.message_primary or exc}") from exc
-            retry.reset()
-            for h in held:
-                if h.job.id in lost:
-                    cancelled = h.job.id in self._cancel_notified
-                    self._stop_job(h, CANCELLED if cancelled else LEASE_LOST)
-            self._cancel_notified.intersection_update(h.job.id for h in self._held.values())
+                self._heartbeats.poke()  # the heartbeat confirms it before anything is stopped
 
     # --- shutdown -------------------------------------------------------------------------
 
     async def _shutdown(self, writer: asyncio.Task[None]) -> None:
-        """Let running jobs finish within the grace period, release the rest, write everything."""
+        """Let running jobs finish within the grace period, then stop them; release those whose
+        handler stopped, and leave those whose handler still runs to their leases (a job is
+        never handed to another worker while its handler runs here)."""
         running = self._running()
         if running:
             grace = self.settings.shutdown_grace
@@ -483,9 +566,17 @@ class Worker:
                 self._stop_job(held, SHUTDOWN)
             late = [h.task for h in self._running() if h.task]
             if late:
-                await asyncio.wait(late, timeout=1.0)
-            for held in self._running():  # handlers that ignored cancellation
-                self._report(held, Outcome(held.job, "release"))
+                await asyncio.wait(late, timeout=SHUTDOWN_STOP)
+        self._stopping = True
+        left = self._running()
+        for held in left:
+            held.reported = True  # nothing will be: the lease runs out, pgq.reap retries it
+        if left:
+            log.warning(
+                "shutdown: released job(s) %s back to the queue; left job(s) %s to their "
+                "leases, as their handlers still run (they run again once the lease lapses)",
+                _ids(self._released), _ids(h.job.id for h in left),
+            )  # fmt: skip
         self._outcomes.close()
         try:
             await asyncio.wait_for(asyncio.shield(writer), max(self.settings.shutdown_grace, 5.0))
@@ -496,7 +587,28 @@ class Worker:
                 len(self._outcomes),
             )
             self.exit_code = 1
+        await self._heartbeats.stop()
         with contextlib.suppress(psycopg.Error, TimeoutError):
             async with asyncio.timeout(5.0), self._pool.connection() as conn:
                 await conn.execute(DEREGISTER, (self.worker_id,))
         log.info("worker %s stopped", self.worker_id)
+
+
+def _timed_out(started: float, held: _Held) -> str:
+    """The log's account of a timeout; a handler that barely ran had waited for its slot."""
+    timeout = (held.deadline or held.claimed_at) - held.claimed_at
+    text = f"timeout after {timeout:g}s"
+    waited = started - held.claimed_at
+    if waited > timeout / 2:
+        text += f" (the handler started {waited:.3f}s after the claim)"
+    return text
+
+
+def _ids(ids: Any) -> str:
+    return ",".join(map(str, ids)) or "none"
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, func: Any, *args: Any) -> None:
+    """From another thread; a closed loop means nobody is waiting any more."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(func, *args)

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
@@ -62,6 +63,11 @@ SETTING_FLAGS = {
     "prune_interval": (
         "SECONDS",
         "How often pgq.prune() removes history older than the retention (0 = never).",
+    ),
+    "max_result_bytes": ("BYTES", "Largest result (as JSON) a job may store; larger ones fail it."),
+    "exit_when_stuck": (
+        "BOOL",
+        "Exit (status 70) when every slot is held by a `def` handler that outlived its job.",
     ),
 }
 
@@ -155,22 +161,25 @@ def run(factory: str, mode: str, config_path: str | None, **flags: str | None) -
     )
     target = load_target(factory)
 
-    async def serve(observer: JobObserver | None) -> tuple[int, int]:
+    async def serve(observer: JobObserver | None) -> int:
         async with open_app(target) as app:
             worker = Worker(
                 app, settings, mode="drain" if mode == "drain" else "forever", observer=observer
             )
             worker.install_signal_handlers()
-            return await worker.run(), worker.lingering_threads
+            return await worker.run()
 
     with metrics_endpoint(settings) as observer:
-        code, lingering = asyncio.run(serve(observer))
+        code = asyncio.run(serve(observer))
+    # Handler threads, and threads a handler started, cannot be interrupted: don't wait.
+    lingering = [t.name for t in threading.enumerate() if t.is_alive() and not t.daemon]
+    lingering.remove(threading.current_thread().name)
     if lingering:
         logging.getLogger("pgq_thin.worker").warning(
-            "exiting with %d handler thread(s) still running", lingering
+            "exiting with %d thread(s) still running: %s", len(lingering), ", ".join(lingering)
         )
         logging.shutdown()
-        os._exit(code)  # threads cannot be interrupted; don't wait for them
+        os._exit(code)
     sys.exit(code)
 
 
