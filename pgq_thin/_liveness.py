@@ -144,14 +144,19 @@ class Culprit:
 
     what: str  # e.g. "the handler of job 7 (entrypoint x) at app.py:12 in handler"
     deadline: float | None = None  # time.monotonic() of the job's timeout, if it has one
+    lease: tuple[int, uuid.UUID] | None = None  # the job's (id, lease token)
 
 
 class StallDetector:
     """Watches the event loop from a thread: `mark` must run on the loop every PROBE seconds."""
 
-    def __init__(self, culprit: Callable[[FrameType | None], Culprit], give_up: Callable[[], None]):
+    def __init__(
+        self,
+        culprit: Callable[[FrameType | None], Culprit],
+        give_up: Callable[[Culprit, float], None],
+    ):
         self._culprit = culprit  # reads the loop thread's stack (called off the loop)
-        self._give_up = give_up  # called off the loop right before the process ends
+        self._give_up = give_up  # off the loop, right before the process ends: records why
         self._seen = time.monotonic()
         self._loop_thread = threading.get_ident()
         self._stopping = threading.Event()
@@ -197,13 +202,14 @@ class StallDetector:
                     "until it returns", time.monotonic() - started, stall.what,
                 )  # fmt: skip
             if stall.deadline is not None and time.monotonic() >= stall.deadline:
+                blocked = time.monotonic() - started
                 log.error(
-                    "event loop blocked for %.1fs by %s, now past its job's timeout: the job "
-                    "will be retried, and this worker cannot stop the handler, so it exits "
-                    "(status %d) for its supervisor to start it again; its jobs run again "
-                    "after their leases lapse. Blocking code belongs in a plain `def` handler",
-                    time.monotonic() - started, stall.what, EXIT_STUCK,
+                    "event loop blocked for %.1fs by %s, now past its job's timeout: the "
+                    "worker cannot stop that handler, so it fails the job and exits (status "
+                    "%d) for its supervisor to start it again; its other jobs run again after "
+                    "their leases lapse. Blocking code belongs in a plain `def` handler",
+                    blocked, stall.what, EXIT_STUCK,
                 )  # fmt: skip
-                self._give_up()
+                self._give_up(stall, blocked)
                 logging.shutdown()
                 os._exit(EXIT_STUCK)

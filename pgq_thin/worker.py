@@ -43,7 +43,7 @@ from pgq_thin._liveness import (
     StallDetector,
 )
 from pgq_thin._maintenance import Maintenance
-from pgq_thin._outcomes import TIMEOUT, Outcome, OutcomeWriter
+from pgq_thin._outcomes import FAIL, TIMEOUT, Outcome, OutcomeWriter
 from pgq_thin._retry import TRANSIENT, Retry, kv
 from pgq_thin._threads import HandlerThreads, ThreadCall
 from pgq_thin._version import __version__
@@ -162,7 +162,7 @@ class Worker:
         self._heartbeats = Heartbeats(
             self.dsn, self.worker_id, settings.lease_duration, beat, APPLICATION_NAME
         )
-        self._stall = StallDetector(self._culprit, self._deregister_now)
+        self._stall = StallDetector(self._culprit, self._give_up)
         self._threads = HandlerThreads(settings.max_concurrent_jobs)
         self._pool = AsyncConnectionPool(
             self.dsn,
@@ -500,16 +500,20 @@ class Worker:
             if held.task is task and task is not None:
                 job = held.job
                 what = f"the handler of job {job.id} (entrypoint {job.entrypoint}){where}"
-                return Culprit(what, held.deadline)
+                return Culprit(what, held.deadline, (job.id, job.lease_token))
         name = task.get_name() if task is not None else "a callback"
         return Culprit(f"the worker's {name}{where}")
 
-    def _deregister_now(self) -> None:
-        """Off the loop, before the process ends: no live registration, so pgq.reap knows."""
+    def _give_up(self, culprit: Culprit, blocked: float) -> None:
+        """Off the loop, before the process ends: fail the job whose handler blocks the loop
+        (saying so), and deregister, so that pgq.reap sees this worker's other jobs as lost."""
         with (
             contextlib.suppress(psycopg.Error),
             psycopg.connect(self.dsn, autocommit=True, connect_timeout=3) as conn,
         ):
+            if culprit.lease is not None:
+                error = f"{TIMEOUT}: its handler blocked the event loop for {blocked:.1f}s"
+                conn.execute(FAIL, (*culprit.lease, error, True))
             conn.execute(DEREGISTER, (self.worker_id,))
 
     # --- listening ------------------------------------------------------------------------
