@@ -36,7 +36,7 @@ LONG_STALL = 10.0  # a stall still going on after this is reported before it end
 EXIT_STUCK = 70  # EX_SOFTWARE: the worker ended itself because a handler wedged it
 
 REGISTER = "SELECT pgq.register_worker(%s, %s, %s, %s, %s, %s)"
-WORKER_HEARTBEAT = "SELECT pgq.worker_heartbeat(%s)"
+WORKER_HEARTBEAT = "SELECT pgq.worker_heartbeat(%s, %s)"
 HEARTBEAT = "SELECT * FROM pgq.heartbeat(%s, %s, %s)"
 DEREGISTER = "SELECT pgq.deregister_worker(%s)"
 
@@ -51,6 +51,7 @@ class Beat:
     lost: Callable[[Leases, set[int]], None]  # called on the loop: those no longer held
     fatal: Callable[[str], None]  # called on the loop: the worker must stop
     registration: Callable[[], tuple[Any, ...]]  # pgq.register_worker's arguments
+    stuck: Callable[[], int]  # slots held by handlers that outlived their job
 
 
 class Heartbeats:
@@ -125,9 +126,10 @@ class Heartbeats:
             conn.close()
 
     def _once(self, conn: psycopg.Connection[Any]) -> None:
-        cur = conn.execute(WORKER_HEARTBEAT, (self._worker_id,))
+        cur = conn.execute(WORKER_HEARTBEAT, (self._worker_id, self._beat.stuck()))
         if cur.fetchone() != (True,):  # forgotten (pruned): announce again
             conn.execute(REGISTER, self._beat.registration())
+            conn.execute(WORKER_HEARTBEAT, (self._worker_id, self._beat.stuck()))
         leases = self._beat.leases()
         if not leases:
             return

@@ -158,7 +158,9 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
-        beat = Beat(self._leases, self._lost, self._fatal, self._registration)
+        beat = Beat(
+            self._leases, self._lost, self._fatal, self._registration, lambda: len(self._stuck)
+        )
         self._heartbeats = Heartbeats(
             self.dsn, self.worker_id, settings.lease_duration, beat, APPLICATION_NAME
         )
@@ -430,6 +432,7 @@ class Worker:
             held.job.id, held.job.entrypoint, STUCK_AFTER, held.stop_reason or TIMEOUT, n, slots,
         )  # fmt: skip
         self._observer.stuck(n)
+        self._heartbeats.poke()  # pgq.workers shows it unhealthy now
         if n >= slots and self.settings.exit_when_stuck:
             log.error(
                 "every slot is held by a stuck handler thread: the worker exits (status %d) "
@@ -443,6 +446,7 @@ class Worker:
         if self._stuck.pop(id(held), None) is not None:
             log.warning("stuck handler thread of job %d returned; its slot is free", held.job.id)
             self._observer.stuck(len(self._stuck))
+            self._heartbeats.poke()
         self._free_slot()
 
     def _free_slot(self) -> None:

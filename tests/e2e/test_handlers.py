@@ -38,6 +38,8 @@ def test_a_def_handler_that_never_returns_ends_its_job_and_cannot_wedge_the_work
     [bad] = enqueue(db, "hostile_sync", [{"do": "busy"}])
     policy = {"hostile_sync": {"max_attempts": 3, "timeout": 0.5, "backoff": [0, 1, 0, 0]}}
     first = start_worker(MAX_CONCURRENT_JOBS="2", policy=policy)
+    registry = "SELECT status, stuck_slots FROM pgq.workers WHERE status = 'unhealthy'"
+    assert wait_for(lambda: db.execute(registry).fetchall(), "pgq.workers to show it unhealthy")
     wait_for(lambda: starts(db, [bad]) >= 2, "the busy handler to hold both slots")
     jobs = ordinary(db)  # today's worker would never run these: its slots are all taken
     more = supervise(
