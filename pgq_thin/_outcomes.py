@@ -52,6 +52,7 @@ class Outcome:
     error: str = ""  # stored on the job
     summary: str = ""  # for the log line
     retryable: bool = True
+    claim_ended: str = ""  # how the claim ended before this outcome, if the worker knows
 
     @classmethod
     def success(cls, job: Job, result: Any, duration: float, max_bytes: int) -> Outcome:
@@ -245,7 +246,14 @@ class OutcomeWriter:
             # The worker's timeout and the reaper's lease check fall due together; whichever
             # writes first, the job is failed with 'timeout' and retried or dead-lettered.
             log.warning(
-                "job timed out (the reaper recorded it first) %s", kv(outcome.job, **fields)
+                "job timed out (the reaper recorded it first) %s",
+                kv(outcome.job, **fields, error=outcome.summary),
+            )
+        elif answer == "stale" and outcome.kind == "complete":
+            log.warning(
+                "job finished after its claim ended (%s): result discarded %s",
+                outcome.claim_ended or "its lease lapsed, or it was cancelled",
+                kv(outcome.job, **fields),
             )
         elif answer == "stale":
             if outcome.summary:

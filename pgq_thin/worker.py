@@ -24,7 +24,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any, Literal
 
@@ -465,6 +465,10 @@ class Worker:
             held.task.cancel()
 
     def _report(self, held: _Held, outcome: Outcome) -> None:
+        if held.stop_reason is not None:
+            outcome.claim_ended = held.stop_reason
+        elif held.deadline is not None and time.monotonic() >= held.deadline:
+            outcome.claim_ended = f"timed out at {_wall(held.deadline):%H:%M:%S.%f}"[:-3]
         if not held.reported:
             held.reported = True
             self._outcomes.add(outcome)
@@ -607,9 +611,18 @@ def _timed_out(started: float, held: _Held) -> str:
     timeout = (held.deadline or held.claimed_at) - held.claimed_at
     text = f"timeout after {timeout:g}s"
     waited = started - held.claimed_at
-    if waited > timeout / 2:
-        text += f" (the handler started {waited:.3f}s after the claim)"
+    if waited >= timeout:
+        text += (
+            f", before its handler could run (the loop reached it {waited:.3f}s after the claim)"
+        )
+    elif waited > timeout / 2:
+        text += f" (its handler started {waited:.3f}s after the claim)"
     return text
+
+
+def _wall(moment: float) -> datetime:
+    """A time.monotonic() moment as local wall-clock time."""
+    return datetime.now() + timedelta(seconds=moment - time.monotonic())
 
 
 def _ids(ids: Any) -> str:

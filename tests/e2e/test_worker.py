@@ -77,6 +77,27 @@ def test_job_timeout_stops_the_handler_and_the_job_is_retried(
     assert "job outcome not recorded" not in worker.log()  # a reaper first is still a timeout
 
 
+def test_a_job_whose_handler_barely_ran_is_not_logged_as_a_slow_one(
+    db: Conn, start_worker: Start
+) -> None:
+    # The blocking handler is claimed first; the others' timeouts pass before they start.
+    [blocker] = Queue(db).enqueue_many(
+        [NewJob("hostile_async", {"do": "none", "at_once": True, "seconds": 1.5}, priority=1)]
+    )
+    ids = enqueue(db, "async_job", [{}] * 3)
+    policy = {"async_job": {"timeout": 1, "max_attempts": 1}, "hostile_async": {"max_attempts": 1}}
+    worker = start_worker("--mode", "drain", policy=policy)
+    assert worker.wait() == 0, worker.log()
+    assert history(db)[blocker][0] == "failed"  # "none" is no misbehaviour it knows
+    assert [history(db)[i][:3] for i in ids] == [("failed", 1, "timeout")] * 3
+    lines = [ln for ln in worker.log().splitlines() if f" id={ids[0]} " in ln]
+    assert "job timed out" in lines[-1] or "job failed" in lines[-1]
+    assert (
+        'error="timeout after 1s, before its handler could run (the loop reached it 1.'
+        in (lines[-1])
+    )
+
+
 def test_retries_follow_the_backoff_policy(db: Conn, start_worker: Start) -> None:
     [flaky] = enqueue(db, "async_job", [{"fail_until": 2, "value": "x"}])
     [doomed] = enqueue(db, "sync_job", [{"fail_until": 99}])
@@ -178,9 +199,10 @@ def test_zombie_completion_is_rejected_by_lease_fencing(db: Conn, start_worker: 
     finally:
         worker.send(signal.SIGCONT)
     line = wait_for(
-        lambda: [ln for ln in worker.log().splitlines() if "job outcome not recorded" in ln],
+        lambda: [ln for ln in worker.log().splitlines() if "after its claim ended" in ln],
         "the zombie's outcome to be rejected",
     )[0]
+    assert "job finished after its claim ended (" in line and "): result discarded" in line
     assert f"id={job_id} entrypoint=async_job attempt=1" in line
     wait_for(lambda: finished(db, [job_id]), "the job to run again and finish")
     worker.send(signal.SIGTERM)

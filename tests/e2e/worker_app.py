@@ -6,7 +6,7 @@ handlers of this process were running at the start), then follow their payload:
 `fatal` (raise a non-retryable error), `bad_result` / `nul_result` (return what cannot
 be stored).
 `hostile_async` and `hostile_sync` misbehave as their payload's `do` says (see _misbehave):
-the handlers a worker must survive.
+the handlers a worker must survive (`at_once`: hostile_async blocks before anything else).
 Entrypoint policies come from the JSON in WORKER_APP_POLICY.
 """
 
@@ -140,6 +140,8 @@ async def main() -> AsyncIterator[App]:
 
         @app.entrypoint("hostile_async", **_policy("hostile_async"))
         async def hostile_async(job: Job) -> Any:
+            if job.payload.get("at_once"):  # block before the others' handlers start
+                time.sleep(job.payload["seconds"])
             await record(job, "start", _enter())
             try:
                 if job.payload["do"] == "cancelled":  # a task cancelled elsewhere, awaited

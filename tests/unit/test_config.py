@@ -118,5 +118,5 @@ def test_exit_when_stuck_and_max_result_bytes(tmp_path: Path) -> None:
     settings = load_settings(env={}, cwd=tmp_path)
     assert (settings.exit_when_stuck, settings.max_result_bytes) == (False, 2048)
     assert load_settings(env={"PGQ_EXIT_WHEN_STUCK": "yes"}, cwd=tmp_path).exit_when_stuck
-    with pytest.raises(PgqError, match="invalid exit_when_stuck 'maybe'.*must be true or false"):
+    with pytest.raises(PgqError, match=r"exit_when_stuck 'maybe'.*must be true or false"):
         load_settings(env={"PGQ_EXIT_WHEN_STUCK": "maybe"}, cwd=tmp_path)
