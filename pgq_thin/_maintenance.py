@@ -1,4 +1,10 @@
-"""A worker's upkeep loop: VACUUM the hot table every half second, pgq.prune() every minute.
+"""A worker's upkeep loop: pgq.reap() every second, VACUUM the hot table every half second,
+pgq.prune() every minute.
+
+Timeouts and lapsed leases are recorded by pgq.reap, which pgq.dequeue also runs; a worker at
+full capacity never dequeues, so one worker at a time (the holder of a session advisory lock
+on its own connection, as for VACUUM) also reaps on a short cadence: a hung job times out
+even when nobody claims.
 
 Finished jobs leave dead tuples in pgq.jobs, and the space the table and its indexes hold
 grows with the jobs run between two vacuums (bench/run.py --only churn). Autovacuum at its
@@ -29,7 +35,8 @@ from pgq_thin.errors import one_line
 log = logging.getLogger("pgq_thin.maintenance")
 
 APPLICATION_NAME = "pgq-thin maintenance"
-VACUUM_LOCK = (1886418288, 3)  # pgq's advisory key space: 1 install, 2 prune, 3 vacuum
+VACUUM_LOCK = (1886418288, 3)  # pgq's advisory key space: 1 install, 2 prune, 3 vacuum, 4 reap
+REAP_LOCK = (1886418288, 4)
 PRUNE_BATCH = 10_000
 
 TRY_LOCK = "SELECT pg_try_advisory_lock(%s, %s)"
@@ -41,6 +48,7 @@ FROM (SELECT 'pgq.jobs'::regclass::oid) AS t(oid)
 """
 VACUUM = "VACUUM pgq.jobs"
 PRUNE = "SELECT pgq.prune(%s)"
+REAP = "SELECT pgq.reap()"
 # Who may VACUUM a table in PostgreSQL 15: a superuser, its owner, or the database's owner
 # (membership counts as in pg_has_role ... 'USAGE').
 MAY_VACUUM = """
@@ -54,15 +62,20 @@ Conn = psycopg.AsyncConnection[Any]
 
 
 class Maintenance:
-    """Runs VACUUM of pgq.jobs and pgq.prune() on their intervals (0 turns either off)."""
+    """Runs pgq.reap(), VACUUM of pgq.jobs and pgq.prune() on their intervals (0 turns one off)."""
 
     def __init__(self, dsn: str, settings: Settings) -> None:
         self.dsn = dsn
-        self.intervals = {"vacuum": settings.vacuum_interval, "prune": settings.prune_interval}
-        self._tasks = {"vacuum": self._vacuum, "prune": self._prune}
+        self.intervals = {
+            "reap": settings.reap_interval,
+            "vacuum": settings.vacuum_interval,
+            "prune": settings.prune_interval,
+        }
+        self._tasks = {"reap": self._reap, "vacuum": self._vacuum, "prune": self._prune}
         self._conn: Conn | None = None
         self._checked = False  # whether this role may vacuum was looked up
         self._vacuumer = False  # holds the vacuum lock on the current connection
+        self._reaper = False  # holds the reap lock on the current connection
         self._failing: set[str] = set()  # tasks whose last run failed (one warning each)
 
     def _enabled(self) -> list[str]:
@@ -73,7 +86,7 @@ class Maintenance:
         if not self._enabled():
             return
         log.info(
-            "maintenance: VACUUM pgq.jobs every %s, pgq.prune() every %s",
+            "maintenance: pgq.reap() every %s, VACUUM pgq.jobs every %s, pgq.prune() every %s",
             *(f"{every:g}s" if every else "never" for every in self.intervals.values()),
         )
         due = dict.fromkeys(self.intervals, 0.0)
@@ -112,7 +125,7 @@ class Maintenance:
             self._conn = await psycopg.AsyncConnection.connect(
                 self.dsn, autocommit=True, connect_timeout=10, application_name=APPLICATION_NAME
             )
-            self._vacuumer = False
+            self._vacuumer = self._reaper = False
         return self._conn
 
     async def _drop_connection(self) -> None:
@@ -142,6 +155,16 @@ class Maintenance:
             started = time.monotonic()
             await conn.execute(VACUUM)
             log.debug("maintenance: vacuumed pgq.jobs in %.3fs", time.monotonic() - started)
+
+    async def _reap(self, conn: Conn) -> None:
+        """pgq.reap() if this worker is the one that reaps (the others rely on it)."""
+        if not self._reaper:
+            self._reaper = bool(await _fetch(conn, TRY_LOCK, REAP_LOCK))
+            if not self._reaper:
+                return
+        reaped = await _fetch(conn, REAP)
+        if reaped:
+            log.debug("maintenance: reaped %d job(s)", reaped)
 
     async def _prune(self, conn: Conn) -> None:
         """pgq.prune() until it has nothing left (or another worker is pruning)."""

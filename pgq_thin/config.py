@@ -29,6 +29,7 @@ class Settings:
     lease_duration: float = 30.0
     log_level: str = "INFO"
     metrics_port: int | None = None
+    reap_interval: float = 1.0
     vacuum_interval: float = 0.5
     prune_interval: float = 60.0
     max_result_bytes: int = 1024 * 1024
@@ -127,6 +128,7 @@ KEYS: dict[str, tuple[str, Callable[[Value], object]]] = {
     "lease_duration": ("PGQ_LEASE_DURATION", _positive_seconds),
     "log_level": ("PGQ_LOG_LEVEL", _log_level),
     "metrics_port": ("PGQ_METRICS_PORT", _port),
+    "reap_interval": ("PGQ_REAP_INTERVAL", _non_negative_seconds),
     "vacuum_interval": ("PGQ_VACUUM_INTERVAL", _non_negative_seconds),
     "prune_interval": ("PGQ_PRUNE_INTERVAL", _non_negative_seconds),
     "max_result_bytes": ("PGQ_MAX_RESULT_BYTES", _positive_int),

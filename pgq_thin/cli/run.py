@@ -56,6 +56,10 @@ SETTING_FLAGS = {
         "PORT",
         "Serve Prometheus /metrics on this port (needs pgq-thin[metrics]; none = off).",
     ),
+    "reap_interval": (
+        "SECONDS",
+        "How often one worker runs pgq.reap() (timeouts, lapsed leases) even when none claims.",
+    ),
     "vacuum_interval": (
         "SECONDS",
         "How often one worker VACUUMs the hot table pgq.jobs (0 = leave it to autovacuum).",
