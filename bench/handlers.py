@@ -1,6 +1,7 @@
-"""Drain rate of the worker before and after a change, for `async def` and plain `def` handlers.
+"""The worker before and after a change: drain rate per handler kind, and delayed-job lateness.
 
     .venv/bin/python bench/handlers.py [--jobs 20000] [--rounds 3] [--base REV] [--out FILE]
+                                       [--delayed 40]
 
 Runs the worker of this tree and that of `--base` (a git revision, extracted with `git
 archive`) in turn on one scratch database of the server DATABASE_URL names (the local socket
@@ -10,6 +11,11 @@ emptied, vacuumed tables; the clock runs from `Worker.run()` to its return. Roun
 which tree goes first. Besides jobs/s it reports the worker process's CPU time per job (all its
 threads), which other load on a shared machine disturbs far less than wall-clock rates. Prints
 a JSON report (per round, and this/base ratios taken round by round); `--out` also writes it.
+
+Lateness: each tree's worker (poll interval 1 s, the default) runs while `--delayed` jobs are
+enqueued one every 0.25 s, each with run_at = now() + 1 s; a job's lateness is when its
+handler started minus its run_at (both read from this machine's clock). Reported as p50, p99
+and max per tree.
 """
 
 from __future__ import annotations
@@ -57,6 +63,40 @@ print(json.dumps({"code": code, "seconds": seconds, "cpu": cpu, "module": pgq_th
 """
 
 
+LATENESS = """
+import asyncio, json, logging, sys, time
+import psycopg
+from pgq_thin import App
+from pgq_thin.config import Settings
+from pgq_thin.worker import Worker
+logging.basicConfig(level="WARNING")
+dsn, count = sys.argv[1], int(sys.argv[2])
+ENQUEUE = (
+    "SELECT pgq.enqueue('late', jsonb_build_object('due', extract(epoch FROM t.due)),"
+    " run_at => t.due) FROM (SELECT now() + interval '1 second') AS t(due)"
+)
+app = App()
+late = []
+@app.entrypoint("late")
+async def handler(job):
+    late.append(time.time() - job.payload["due"])
+async def main():
+    worker = Worker(app, Settings(database_url=dsn, log_level="WARNING"))
+    run = asyncio.create_task(worker.run())
+    await asyncio.sleep(1)
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        for _ in range(count):
+            await conn.execute(ENQUEUE)
+            await asyncio.sleep(0.25)
+        while len(late) < count:
+            await asyncio.sleep(0.1)
+    worker.request_stop()
+    await run
+asyncio.run(main())
+print(json.dumps(late))
+"""
+
+
 def extract(rev: str, into: Path) -> Path:
     """`pgq_thin/` of git revision `rev` under `into`."""
     archive = subprocess.run(
@@ -79,17 +119,22 @@ def fill(dsn: str, jobs: int) -> None:
         conn.execute("CHECKPOINT")
 
 
-def drain(dsn: str, tree: Path, kind: str) -> tuple[float, float]:
-    """Wall-clock and CPU seconds (all of the worker's threads) of one drain."""
+def run_in(tree: Path, script: str, *args: str) -> Any:
+    """What `script` prints (JSON), run with `tree`'s pgq_thin."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run(
-        [sys.executable, "-c", DRAIN, dsn, kind],
+        [sys.executable, "-c", script, *args],
         check=True,
         capture_output=True,
         env=env,
         cwd=tree,  # `-c` puts the current directory first on sys.path
     ).stdout
-    report = json.loads(out)
+    return json.loads(out)
+
+
+def drain(dsn: str, tree: Path, kind: str) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (all of the worker's threads) of one drain."""
+    report = run_in(tree, DRAIN, dsn, kind)
     assert report["code"] == 0 and report["module"].startswith(str(tree)), report
     return float(report["seconds"]), float(report["cpu"])
 
@@ -99,6 +144,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--base", default="ef04428")
+    parser.add_argument("--delayed", type=int, default=40)
     parser.add_argument("--out")
     args = parser.parse_args()
     server = os.environ.get("DATABASE_URL", "host=/var/run/postgresql")
@@ -125,6 +171,18 @@ def main() -> None:
                         )
                         line = f"round {n} {kind:5} {tree:4} {rate:8.0f} jobs/s"
                         print(f"{line} {cpu_us:6.1f} us CPU a job", file=sys.stderr)
+            report["lateness_ms"] = {}
+            for tree in ("this", "base"):
+                fill(dsn, 0)
+                late = sorted(
+                    1000 * x for x in run_in(trees[tree], LATENESS, dsn, str(args.delayed))
+                )
+                report["lateness_ms"][tree] = {
+                    "p50": statistics.median(late),
+                    "p99": late[min(len(late) - 1, round(0.99 * (len(late) - 1)))],
+                    "max": late[-1],
+                }
+                print(f"lateness {tree}: {report['lateness_ms'][tree]}", file=sys.stderr)
             report["load_before_after"] = [load, os.getloadavg()[0]]
     finally:
         with psycopg.connect(server, autocommit=True) as conn:

@@ -33,11 +33,15 @@ log = logging.getLogger("pgq_thin.worker")
 PROBE = 0.1  # seconds between the loop's "still here" marks
 STALL = 0.5  # seconds without a mark that count as a stall
 LONG_STALL = 10.0  # a stall still going on after this is reported before it ends
+# The worker gives up on a handler blocking the loop this long before its job's timeout_at:
+# past it, the database records a bare 'timeout' (whoever writes first), not the cause.
+GIVE_UP_EARLY = 0.25
 EXIT_STUCK = 70  # EX_SOFTWARE: the worker ended itself because a handler wedged it
 
 REGISTER = "SELECT pgq.register_worker(%s, %s, %s, %s, %s, %s)"
 WORKER_HEARTBEAT = "SELECT pgq.worker_heartbeat(%s, %s)"
-HEARTBEAT = "SELECT * FROM pgq.heartbeat(%s, %s, %s)"
+# The jobs no longer held, and why ('cancelled', 'timeout', 'lost', 'finished').
+RENEW = "SELECT job_id, gone FROM pgq.renew(%s, %s, %s) WHERE gone IS NOT NULL"
 DEREGISTER = "SELECT pgq.deregister_worker(%s)"
 
 Leases = list[tuple[int, uuid.UUID]]
@@ -48,7 +52,7 @@ class Beat:
     """What one heartbeat needs from the worker, read from the heartbeat thread."""
 
     leases: Callable[[], Leases]  # the held (job id, lease token) pairs, safe off the loop
-    lost: Callable[[Leases, set[int]], None]  # called on the loop: those no longer held
+    lost: Callable[[Leases, dict[int, str]], None]  # on the loop: those gone, and why
     fatal: Callable[[str], None]  # called on the loop: the worker must stop
     registration: Callable[[], tuple[Any, ...]]  # pgq.register_worker's arguments
     stuck: Callable[[], int]  # slots held by handlers that outlived their job
@@ -118,7 +122,7 @@ class Heartbeats:
                 self._now.set()
                 continue
             except psycopg.Error as exc:
-                message = f"pgq.heartbeat failed: {exc.diag.message_primary or exc}"
+                message = f"pgq.renew failed: {exc.diag.message_primary or exc}"
                 self._call_loop(self._beat.fatal, message)
                 break
             retry.reset()
@@ -135,7 +139,7 @@ class Heartbeats:
             return
         ids = [job_id for job_id, _ in leases]
         tokens = [token for _, token in leases]
-        lost = {row[0] for row in conn.execute(HEARTBEAT, (ids, tokens, self._lease))}
+        lost = dict(conn.execute(RENEW, (ids, tokens, self._lease)).fetchall())
         if lost:
             self._call_loop(self._beat.lost, leases, lost)
 
@@ -203,10 +207,10 @@ class StallDetector:
                     "event loop blocked for %.0fs so far by %s; the worker runs nothing else "
                     "until it returns", time.monotonic() - started, stall.what,
                 )  # fmt: skip
-            if stall.deadline is not None and time.monotonic() >= stall.deadline:
+            if stall.deadline is not None and time.monotonic() >= stall.deadline - GIVE_UP_EARLY:
                 blocked = time.monotonic() - started
                 log.error(
-                    "event loop blocked for %.1fs by %s, now past its job's timeout: the "
+                    "event loop blocked for %.1fs by %s, at its job's timeout: the "
                     "worker cannot stop that handler, so it fails the job and exits (status "
                     "%d) for its supervisor to start it again; its other jobs run again after "
                     "their leases lapse. Blocking code belongs in a plain `def` handler",

@@ -19,13 +19,16 @@ from typing import Any, Literal
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from pgq_thin._retry import TRANSIENT, Retry, kv
+from pgq_thin._retry import REFUSED, TRANSIENT, Retry, kv
 from pgq_thin.app import Job
 from pgq_thin.errors import one_line
 
 log = logging.getLogger("pgq_thin.worker")
 
 FLUSH_DELAY = 0.02  # seconds a completion may wait for others to share its write
+# Results longer than this (JSON characters) are written on their own: one the database
+# refuses (max_result_bytes) then costs a single round trip, not the batch's.
+ALONE = 256 * 1024
 TIMEOUT = "timeout"  # the error of a try that ran out of time, as the worker and pgq.reap record it
 
 # Batches travel as binary arrays (psycopg dumps those several times faster than text ones).
@@ -55,18 +58,12 @@ class Outcome:
     claim_ended: str = ""  # how the claim ended before this outcome, if the worker knows
 
     @classmethod
-    def success(cls, job: Job, result: Any, duration: float, max_bytes: int) -> Outcome:
-        """A completion, or a failure when the result is not JSON or longer than `max_bytes`."""
+    def success(cls, job: Job, result: Any, duration: float) -> Outcome:
+        """A completion, or a failure when the result is not JSON (the database checks its size)."""
         try:
             text = None if result is None else json.dumps(result)
         except (TypeError, ValueError, RecursionError) as exc:
             error = f"result is not JSON-serializable: {exc}"
-            return cls.failure(job, duration, error, retryable=False)
-        if text is not None and len(text) > max_bytes // 4 and len(text.encode()) > max_bytes:
-            error = (
-                f"result too large: {len(text.encode())} bytes of JSON, the limit is "
-                f"{max_bytes} (PGQ_MAX_RESULT_BYTES)"
-            )
             return cls.failure(job, duration, error, retryable=False)
         return cls(job, "complete", duration, result=text)
 
@@ -92,10 +89,6 @@ class Outcome:
         return cls.failure(
             job, duration, f"{summary}\n\n{trace}", _clean(summary.splitlines()[0]), retryable
         )
-
-
-class _NotAllHeld(Exception):
-    """complete_many finished fewer jobs than it was given."""
 
 
 def _leases(outcomes: list[Outcome]) -> tuple[list[int], list[uuid.UUID]]:
@@ -156,10 +149,16 @@ class OutcomeWriter:
             retry.reset()
 
     async def _write(self, batch: list[Outcome]) -> None:
-        """One transaction for the batch; on a stale completion or a refused row, one by one."""
+        """One transaction for the batch; when the database refuses it, one by one."""
+        for outcome in [o for o in batch if o.result is not None and len(o.result) > ALONE]:
+            await self._write_one(outcome)
+            batch.remove(outcome)
+        if not batch:
+            return
         done = [o for o in batch if o.kind == "complete"]
         failed = [o for o in batch if o.kind == "fail"]
         released = [o for o in batch if o.kind == "release"]
+        succeeded: set[int] = set()  # the ids pgq.complete_many completed
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 if done:
@@ -168,8 +167,7 @@ class OutcomeWriter:
                         results = None  # the same as NULL results, and nothing to send
                     cur = await conn.execute(COMPLETE_MANY, (*_leases(done), results))
                     row = await cur.fetchone()
-                    if row is None or row[0] != len(done):
-                        raise _NotAllHeld
+                    succeeded = set(row[0]) if row else succeeded
                 answers: dict[int, str] = {}
                 if failed:
                     params = (
@@ -181,16 +179,20 @@ class OutcomeWriter:
                     answers = dict(await cur.fetchall())
                 if released:
                     await conn.execute(RELEASE, _leases(released))
-        except TRANSIENT:
-            raise
-        except (_NotAllHeld, psycopg.Error):
+        except TRANSIENT as exc:
+            if not isinstance(exc, REFUSED):
+                raise
+            for outcome in batch:  # an OperationalError no retry helps: one by one
+                await self._write_one(outcome)
+            return
+        except psycopg.Error:
             for outcome in batch:
                 await self._write_one(outcome)
             return
         written = {id(o) for o in batch}
         self._pending = [o for o in self._pending if id(o) not in written]
         for outcome in done:
-            self._done(outcome, "succeeded")
+            self._done(outcome, "succeeded" if outcome.job.id in succeeded else "stale")
         for outcome in failed:
             self._done(outcome, answers.get(outcome.job.id, "stale"))
         for outcome in released:
@@ -208,6 +210,9 @@ class OutcomeWriter:
                 else:
                     cur = await conn.execute(RELEASE, ([job.id], [job.lease_token]))
                 row = await cur.fetchone()
+            except REFUSED as exc:
+                self._refused(outcome, exc)
+                return
             except TRANSIENT:
                 raise
             except psycopg.Error as exc:

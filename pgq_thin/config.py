@@ -32,7 +32,6 @@ class Settings:
     reap_interval: float = 1.0
     vacuum_interval: float = 0.5
     prune_interval: float = 60.0
-    max_result_bytes: int = 1024 * 1024
     exit_when_stuck: bool = True
 
 
@@ -131,7 +130,6 @@ KEYS: dict[str, tuple[str, Callable[[Value], object]]] = {
     "reap_interval": ("PGQ_REAP_INTERVAL", _non_negative_seconds),
     "vacuum_interval": ("PGQ_VACUUM_INTERVAL", _non_negative_seconds),
     "prune_interval": ("PGQ_PRUNE_INTERVAL", _non_negative_seconds),
-    "max_result_bytes": ("PGQ_MAX_RESULT_BYTES", _positive_int),
     "exit_when_stuck": ("PGQ_EXIT_WHEN_STUCK", _bool),
 }
 

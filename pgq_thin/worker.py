@@ -1,9 +1,9 @@
 """The worker runtime: claim jobs, run their handlers, keep their leases, report how they ended.
 
-Every state change is a pgq.* call. Loops on one asyncio event loop: claiming (pgq.dequeue
+Every state change is a pgq.* call. Loops on one asyncio event loop: claiming (pgq.claim
 sized to free capacity, woken by NOTIFY pgq_jobs, polling as the fallback), listening (a
 dedicated LISTEN connection, also for pgq_cancel) and the OutcomeWriter (batched, fenced
-writes). Two threads watch over it (_liveness): heartbeats (pgq.heartbeat for every held job
+writes). Two threads watch over it (_liveness): heartbeats (pgq.renew for every held job
 on a connection of their own, so a handler blocking the loop cannot cost the leases; the ids
 no longer held are stopped) and the stall detector. Each job runs as its own task (`async
 def` handlers are awaited in it, plain `def` ones on HandlerThreads); a claim is decoded in
@@ -59,6 +59,12 @@ LISTEN_CHECK = 10.0  # seconds between liveness checks of an idle LISTEN connect
 SHUTDOWN = "shutdown"
 CANCELLED = "cancelled"
 LEASE_LOST = "lease lost (cancelled, timed out or expired)"
+GONE = {  # why pgq.renew no longer holds a job -> why its handler is stopped
+    "cancelled": CANCELLED,
+    "timeout": "timed out (recorded by the database)",
+    "lost": "lease lapsed (recorded as worker lost)",
+    "finished": "finished elsewhere",
+}
 STUCK_AFTER = 1.0  # seconds a `def` handler may take to return once its job ended
 SHUTDOWN_STOP = 1.0  # seconds a handler asked to stop at shutdown has to do so
 Mode = Literal["forever", "drain"]
@@ -71,20 +77,27 @@ SELECT pgq.set_entrypoint(%s, concurrency_limit => %s, max_attempts => %s, timeo
 # The claim commits without waiting for its WAL flush (set_config local to this statement's
 # transaction): a claim lost with a crashed server leaves its job queued, as if never claimed,
 # and the next completion's (synchronous) commit flushes it anyway. Saves ~0.4 ms a claim at idle.
+# The last column is the seconds left until timeout_at, by the database's clock (the worker's
+# may differ): the handler is stopped then, whatever set the timeout.
 DEQUEUE = """
 SELECT d.id, d.entrypoint, d.payload::text, d.headers::text, d.priority, d.attempt,
-       d.max_attempts, d.lease_token, d.lease_expires_at, d.enqueued_at
-FROM set_config('synchronous_commit', 'off', true) AS s, pgq.dequeue(%b, %b, %b, %b) AS d
+       d.max_attempts, d.lease_token, d.lease_expires_at, d.enqueued_at, d.timeout_at,
+       extract(epoch FROM d.timeout_at - t.now)::float8
+FROM set_config('synchronous_commit', 'off', true) AS s, pgq.now() AS t(now),
+     pgq.claim(%b, %b, %b, %b) AS d
 """
+# Seconds until the earliest scheduled job (a delayed job, a retry in backoff) is due.
+NEXT_DUE = "SELECT extract(epoch FROM pgq.next_due(%b) - pgq.now())::float8"
 NOT_INSTALLED = (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName)
 
 
 @dataclass(eq=False)
 class _Held:
-    """A claim this worker holds, from pgq.dequeue until its outcome is written."""
+    """A claim this worker holds, from pgq.claim until its outcome is written."""
 
     job: Job
-    claimed_at: float  # loop.time() when pgq.dequeue was sent; timeouts count from it
+    claimed_at: float  # loop.time() when pgq.claim was sent; timeouts count from it
+    timeout_in: float | None  # seconds from the claim to the job's timeout_at (None: none)
     deadline: float | None = None  # loop.time() at which the job times out
     task: asyncio.Task[None] | None = None
     call: ThreadCall | None = None  # a `def` handler's, in its thread
@@ -99,12 +112,13 @@ async def _wait(event: asyncio.Event, timeout: float | None) -> None:
             await event.wait()
 
 
-def _jobs(rows: list[tuple[Any, ...]]) -> list[Job]:
-    """Jobs from pgq.dequeue rows (as DEQUEUE selects them), decoding all their JSON at once."""
+def _jobs(rows: list[tuple[Any, ...]]) -> list[tuple[Job, float | None]]:
+    """Jobs from pgq.claim rows (as DEQUEUE selects them), decoding all their JSON at once,
+    each with the seconds left until its timeout_at."""
     texts = [row[2] for row in rows] + [row[3] for row in rows]
     docs = json.loads(f"[{','.join(texts)}]")
     n = len(rows)
-    return [Job(r[0], r[1], docs[i], docs[n + i], *r[4:]) for i, r in enumerate(rows)]
+    return [(Job(r[0], r[1], docs[i], docs[n + i], *r[4:11]), r[11]) for i, r in enumerate(rows)]
 
 
 def _seconds(value: float | None) -> timedelta | None:
@@ -324,19 +338,36 @@ class Worker:
                 await _wait(self._stop, delay)
                 continue
             except psycopg.Error as exc:
-                raise PgqError(f"pgq.dequeue failed: {exc.diag.message_primary or exc}") from exc
+                raise PgqError(f"pgq.claim failed: {exc.diag.message_primary or exc}") from exc
             retry.reset()
-            for job in jobs:
-                self._dispatch(job, claimed_at)
+            for job, timeout_in in jobs:
+                self._dispatch(job, claimed_at, timeout_in)
             if len(jobs) == want:
                 continue
             if self.mode == "drain" and idle and not jobs:
                 log.info("drained: no job is claimable for %s", ",".join(self._names))
                 return
-            await _wait(self._wake, self.settings.poll_interval)
+            await _wait(self._wake, await self._until_due(bool(jobs)))
 
-    def _dispatch(self, job: Job, claimed_at: float) -> None:
-        held = _Held(job, claimed_at)
+    async def _until_due(self, claimed: bool) -> float:
+        """How long to sleep: until the earliest scheduled job is due (a delayed job, a retry
+        in backoff: nothing announces those), or the poll interval, whichever is sooner."""
+        poll = self.settings.poll_interval
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(NEXT_DUE, (self._names,), binary=True)
+                row = await cur.fetchone()
+        except psycopg.Error:
+            return poll  # the next claim reports what is wrong
+        due: float | None = row[0] if row else None
+        if due is None:
+            return poll
+        if due <= 0:  # due already: claim again, unless that claimed nothing (paused, limited)
+            return 0.0 if claimed else poll
+        return min(poll, due)
+
+    def _dispatch(self, job: Job, claimed_at: float, timeout_in: float | None) -> None:
+        held = _Held(job, claimed_at, timeout_in)
         self._held[job.lease_token] = held
         self._busy += 1
         held.task = asyncio.create_task(self._run_job(held), name=f"job {job.id}")
@@ -363,9 +394,11 @@ class Worker:
             return Outcome.failure(
                 job, 0.0, f"unknown entrypoint {job.entrypoint!r}", retryable=False
             )
+        # Whatever set it: the decorator, JOB_TIMEOUT, or the entrypoint's policy in SQL.
         timeout = entry.timeout if entry.timeout is not None else self.settings.job_timeout
-        if timeout:
-            held.deadline = held.claimed_at + timeout
+        limits = [t for t in (timeout or None, held.timeout_in) if t is not None]
+        if limits:
+            held.deadline = held.claimed_at + max(0.0, min(limits))
         scope = asyncio.timeout_at(held.deadline) if held.deadline is not None else None
         started = time.monotonic()
         try:
@@ -394,7 +427,7 @@ class Worker:
         took = time.monotonic() - started
         if held.stop_reason is not None:  # a `def` handler that returned once asked to stop
             return self._stopped(held, took)
-        return Outcome.success(job, result, took, self.settings.max_result_bytes)
+        return Outcome.success(job, result, took)
 
     @staticmethod
     def _stopped(held: _Held, took: float) -> Outcome:
@@ -468,7 +501,8 @@ class Worker:
         if held.stop_reason is not None:
             outcome.claim_ended = held.stop_reason
         elif held.deadline is not None and time.monotonic() >= held.deadline:
-            outcome.claim_ended = f"timed out at {_wall(held.deadline):%H:%M:%S.%f}"[:-3]
+            at = held.job.timeout_at or _wall(held.deadline)
+            outcome.claim_ended = f"timed out at {at.isoformat(sep=' ', timespec='milliseconds')}"
         if not held.reported:
             held.reported = True
             self._outcomes.add(outcome)
@@ -489,13 +523,13 @@ class Worker:
         """Off the loop: the held claims (a dict's copy is atomic, its iteration is not)."""
         return [(h.job.id, h.job.lease_token) for h in self._held.copy().values()]
 
-    def _lost(self, leases: Leases, lost: set[int]) -> None:
-        """pgq.heartbeat no longer holds these: stop their handlers (cancelled, or timed out)."""
+    def _lost(self, leases: Leases, lost: dict[int, str]) -> None:
+        """pgq.renew no longer holds these: stop their handlers (cancelled, timed out...)."""
         for job_id, token in leases:
             held = self._held.get(token)
             if held is not None and job_id in lost:
-                cancelled = job_id in self._cancel_notified
-                self._stop_job(held, CANCELLED if cancelled else LEASE_LOST)
+                gone = "cancelled" if job_id in self._cancel_notified else lost[job_id]
+                self._stop_job(held, GONE.get(gone, LEASE_LOST))
 
     def _culprit(self, frame: FrameType | None) -> Culprit:
         """Off the loop, while it is blocked: the job whose handler runs on it, and where."""
@@ -622,7 +656,7 @@ def _timed_out(started: float, held: _Held) -> str:
 
 def _wall(moment: float) -> datetime:
     """A time.monotonic() moment as local wall-clock time."""
-    return datetime.now() + timedelta(seconds=moment - time.monotonic())
+    return datetime.now().astimezone() + timedelta(seconds=moment - time.monotonic())
 
 
 def _ids(ids: Any) -> str:

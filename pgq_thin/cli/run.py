@@ -68,7 +68,6 @@ SETTING_FLAGS = {
         "SECONDS",
         "How often pgq.prune() removes history older than the retention (0 = never).",
     ),
-    "max_result_bytes": ("BYTES", "Largest result (as JSON) a job may store; larger ones fail it."),
     "exit_when_stuck": (
         "BOOL",
         "Exit (status 70) when every slot is held by a `def` handler that outlived its job.",

@@ -40,7 +40,8 @@ def test_runs_async_and_sync_handlers_and_stores_results(db: Conn, start_worker:
     for i, job_id in enumerate(async_ids + sync_ids):
         assert done[job_id] == ("succeeded", 1, None, {"value": i % 8, "attempt": 1})
     log = worker.log()
-    assert "entrypoints=async_job,sync_job" in log and "max_concurrent_jobs=10" in log
+    assert "entrypoints=async_job,hostile_async,hostile_sync,sync_job" in log
+    assert "max_concurrent_jobs=10" in log
     assert "password" not in log
     first = async_ids[0]
     assert f"job started id={first} entrypoint=async_job attempt=1" in log
@@ -96,6 +97,36 @@ def test_a_job_whose_handler_barely_ran_is_not_logged_as_a_slow_one(
         'error="timeout after 1s, before its handler could run (the loop reached it 1.'
         in (lines[-1])
     )
+
+
+def test_a_timeout_set_only_in_sql_stops_the_handler(db: Conn, start_worker: Start) -> None:
+    # Neither the decorator nor JOB_TIMEOUT sets one: the worker stops the handler at the
+    # claim's timeout_at all the same, and records the timeout itself.
+    for name in ("async_job", "sync_job"):
+        db.execute("SELECT pgq.set_entrypoint(%s, timeout => '0.5 s', max_attempts => 1)", (name,))
+    ids = enqueue(db, "async_job", [{"sleep": 60}]) + enqueue(db, "sync_job", [{"sleep": 60}])
+    worker = start_worker("--mode", "drain")
+    assert worker.wait() == 0, worker.log()
+    assert [history(db)[i][:3] for i in ids] == [("failed", 1, "timeout")] * 2
+    assert count(db, "SELECT count(*) FROM events WHERE event = 'end'") == 0
+    for job_id in ids:
+        assert f"job failed id={job_id} " in worker.log()
+    assert worker.log().count('error="timeout after 0.5s"') == 2
+
+
+def test_delayed_jobs_and_retries_start_without_waiting_for_a_poll(
+    db: Conn, start_worker: Start
+) -> None:
+    # Polling once a minute, the worker still wakes when the earliest scheduled job is due.
+    [delayed] = Queue(db).enqueue_many([NewJob("async_job", {"value": 1}, delay=1.5)])
+    [flaky] = enqueue(db, "async_job", [{"fail_until": 1}])  # retried after 1 s of backoff
+    policy = {"async_job": {"backoff": [1, 1, 1, 0]}}
+    worker = start_worker(PGQ_POLL_INTERVAL="60", policy=policy)
+    wait_for(lambda: finished(db, [delayed, flaky]), "both jobs to run", timeout=20)
+    worker.send(signal.SIGTERM)
+    assert worker.wait() == 0, worker.log()
+    assert history(db)[delayed][:2] == ("succeeded", 1)
+    assert history(db)[flaky][:2] == ("succeeded", 2)
 
 
 def test_retries_follow_the_backoff_policy(db: Conn, start_worker: Start) -> None:
@@ -336,7 +367,7 @@ def test_cancel_stops_a_running_handler_and_the_registry_shows_the_worker(
     assert "reason=cancelled" in worker.log()
     registry = "SELECT status, entrypoints, concurrency, pid FROM pgq.workers"
     assert db.execute(registry).fetchall() == [
-        ("alive", ["async_job", "sync_job"], 10, worker.proc.pid)
+        ("alive", ["async_job", "hostile_async", "hostile_sync", "sync_job"], 10, worker.proc.pid)
     ]
     worker.send(signal.SIGTERM)
     assert worker.wait() == 0, worker.log()
