@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-# Debian packages the SQL tests use (plpgsql_check, pgTAP + pg_prove), for the
+# Debian packages the tests use (plpgsql_check, pgTAP + pg_prove, SkyTools PgQ for the
+# living-beside-PgQ test in tests/db/test_neighbours.py), for the
 # PostgreSQL major version actually installed. Root only; skipped otherwise.
 # PG_MAJOR overrides the detected version (highest /usr/lib/postgresql/N with a server).
 deps:
@@ -32,6 +33,8 @@ deps:
 	[ -f /usr/share/postgresql/$$pgver/extension/pgtap.control ] \
 		|| missing="$$missing postgresql-$$pgver-pgtap"; \
 	command -v pg_prove >/dev/null || missing="$$missing pgtap"; \
+	[ -f /usr/share/postgresql/$$pgver/extension/pgq.control ] \
+		|| missing="$$missing postgresql-$$pgver-pgq3"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
 		echo "deps: missing$$missing (not root or no apt-get; install them yourself); skipping"; \

@@ -70,15 +70,40 @@ AS $$
 $$;
 COMMENT ON FUNCTION pgq.fingerprint() IS 'md5 of pgq.describe_schema(); recorded at install, checked by verify.';
 
--- Records the fingerprint of the schema just installed; the last step of every install and upgrade.
+-- A digest of the lines of pgq.describe_schema() that only migrations make: columns, indexes,
+-- constraints, triggers, sequences and types (not functions, views or grants, which every
+-- upgrade re-applies). A table someone altered shows here until they undo it.
+CREATE OR REPLACE FUNCTION pgq.tables_fingerprint() RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
+AS $$
+    SELECT md5(string_agg(line, E'\n')) FROM pgq.describe_schema() AS d(line)
+    WHERE line ~ '^(column|index|constraint|trigger|sequence|type) '
+$$;
+COMMENT ON FUNCTION pgq.tables_fingerprint() IS
+    'md5 of the table lines of pgq.describe_schema(); recorded when migrations run, checked by verify.';
+
+-- Records the fingerprints of the schema just installed; the last step of every install and
+-- upgrade. The tables fingerprint is re-recorded only when a migration ran in this transaction
+-- (applied_at is the transaction's start), so an upgrade does not bless a table someone changed.
 CREATE OR REPLACE FUNCTION pgq._record_install() RETURNS text
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pgq, pg_temp
 SECURITY DEFINER
 AS $$
-    INSERT INTO pgq.installation (singleton, fingerprint, installed_at)
-    VALUES (true, pgq.fingerprint(), pg_catalog.now())
-    ON CONFLICT (singleton) DO UPDATE SET fingerprint = excluded.fingerprint, installed_at = excluded.installed_at
+    INSERT INTO pgq.installation AS i (singleton, fingerprint, tables_fingerprint, installed_at)
+    VALUES (true, pgq.fingerprint(), pgq.tables_fingerprint(), pg_catalog.now())
+    ON CONFLICT (singleton) DO UPDATE SET
+        fingerprint = excluded.fingerprint,
+        installed_at = excluded.installed_at,
+        tables_fingerprint = CASE
+            WHEN i.tables_fingerprint IS NULL
+              OR EXISTS (SELECT FROM pgq.migrations AS m WHERE m.applied_at = pg_catalog.now())
+            THEN excluded.tables_fingerprint
+            ELSE i.tables_fingerprint
+        END
     RETURNING fingerprint
 $$;
-COMMENT ON FUNCTION pgq._record_install() IS 'Records pgq.fingerprint() as the installed one (run by install and upgrade).';
+COMMENT ON FUNCTION pgq._record_install() IS
+    'Records pgq.fingerprint() (and, after a migration, pgq.tables_fingerprint()) as installed.';

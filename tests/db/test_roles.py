@@ -56,6 +56,7 @@ CALLS = {
     "explain_job": "SELECT pgq.explain_job(0)",
     "describe_schema": "SELECT count(*) FROM pgq.describe_schema()",
     "fingerprint": "SELECT pgq.fingerprint()",
+    "tables_fingerprint": "SELECT pgq.tables_fingerprint()",
     "retry": "SELECT pgq.retry(0)",  # no such job: raises no_data_found once allowed in
     "configure": "SELECT pgq.configure(worker_stale_after => interval '2 minutes')",
     # Internal: called only from inside the other functions, never granted.
@@ -73,7 +74,7 @@ WORKER = ANYONE | {
     "fail", "fail_many", "register_worker", "worker_heartbeat", "deregister_worker",
     "set_entrypoint", "prune",
 }  # fmt: skip
-MONITOR = ANYONE | {"explain_job", "describe_schema", "fingerprint"}
+MONITOR = ANYONE | {"explain_job", "describe_schema", "fingerprint", "tables_fingerprint"}
 ALLOWED = {
     "producer": PRODUCER,
     "worker": WORKER,
