@@ -57,6 +57,8 @@ test: venv deps lint
 test-fast: venv
 	$(BIN)/pytest -q tests/unit
 
+# Ends by printing the commands to try next, runnable as printed from this directory
+# (tests/e2e/test_demo.py runs them).
 demo: venv
 	@set -e; \
 	if [ -z "$$DATABASE_URL" ]; then \
@@ -70,7 +72,14 @@ demo: venv
 	echo "enqueued jobs $$ids; running examples/consumer.py until nothing is left to claim"; \
 	(cd examples && ../$(BIN)/pgq-thin run consumer:main --mode drain); \
 	echo "summary:"; \
-	$(BIN)/python examples/summary.py $$ids
+	$(BIN)/python examples/summary.py $$ids; \
+	echo; \
+	echo "next, from this directory (pgq-thin is in $(BIN)/; \`source $(BIN)/activate\` puts it on PATH):"; \
+	echo "  $(BIN)/pgq-thin stats"; \
+	echo "  $(BIN)/pgq-thin jobs --limit 5"; \
+	echo "  $(BIN)/pgq-thin enqueue greet '{\"name\": \"you\"}'"; \
+	echo "  (cd examples && ../$(BIN)/pgq-thin run consumer:main --mode drain)"; \
+	if [ -z "$(DATABASE_URL)" ]; then echo "  $(BIN)/pgq-thin db stop"; fi
 
 # Benchmarks against PgQueuer, procrastinate and the SQL floor (bench/RESULTS.md): a short run
 # of a few minutes by default, the full one with BENCH=full. Peers go into bench/.peers/.

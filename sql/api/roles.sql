@@ -85,4 +85,4 @@ GRANT EXECUTE ON FUNCTION
 TO pgq_monitor;
 
 -- pgq_admin is a member of the three roles above (granted when it was created), plus these.
-GRANT EXECUTE ON FUNCTION pgq.retry, pgq.configure TO pgq_admin;
+GRANT EXECUTE ON FUNCTION pgq.retry, pgq.configure, pgq.remove_entrypoint TO pgq_admin;

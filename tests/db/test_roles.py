@@ -59,6 +59,7 @@ CALLS = {
     "tables_fingerprint": "SELECT pgq.tables_fingerprint()",
     "retry": "SELECT pgq.retry(0)",  # no such job: raises no_data_found once allowed in
     "configure": "SELECT pgq.configure(worker_stale_after => interval '2 minutes')",
+    "remove_entrypoint": "SELECT pgq.remove_entrypoint('nothing-here')",
     # Internal: called only from inside the other functions, never granted.
     "_check_entrypoints": "SELECT pgq._check_entrypoints(ARRAY['roles'])",
     "_check_batch": "SELECT pgq._check_batch('a and b', ARRAY[1, 1])",
@@ -79,7 +80,7 @@ ALLOWED = {
     "producer": PRODUCER,
     "worker": WORKER,
     "monitor": MONITOR,
-    "admin": PRODUCER | WORKER | MONITOR | {"retry", "configure"},
+    "admin": PRODUCER | WORKER | MONITOR | {"retry", "configure", "remove_entrypoint"},
     "nothing": set(),
 }
 READABLE = (
