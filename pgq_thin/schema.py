@@ -138,25 +138,22 @@ def install(
 
     `grant_to` holds (login role, kind) pairs: each role is made a member of that group role.
     Refuses a schema pgq that pgq-thin did not create, and migrations over tables that were
-    changed since they were installed (`verify` names them).
+    changed since they were installed (sql/preflight.sql and pgq._record_install decide).
     """
     root = root or sql_dir()
     ran: list[str] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", INSTALL_LOCK)
         _preflight(conn, root, "pgq-thin leaves it alone: install pgq-thin into another database")
-        todo = pending(conn, root)
-        if todo and _tables_changed(conn):
-            raise PgqError(
-                f"{TABLES_CHANGED}; revert that before upgrading, or the migrations would run "
-                "over tables they do not know"
-            )
-        for m in todo:
+        for m in pending(conn, root):
             _run_file(conn, m.path)
             ran.append(m.path.name)
         for path in api_files(root):
             _run_file(conn, path)
-        conn.execute("SELECT pgq._record_install()")
+        try:
+            conn.execute("SELECT pgq._record_install()")
+        except psycopg.errors.ObjectNotInPrerequisiteState as exc:
+            raise PgqError(f"{exc.diag.message_primary}: {exc.diag.message_hint}") from None
         for role, kind in grant_to:
             grant(conn, role, kind)
     return ran
@@ -169,12 +166,6 @@ def _preflight(conn: psycopg.Connection[Any], root: Path, advice: str) -> None:
             conn.execute((root / PREFLIGHT_FILE).read_bytes())
     except psycopg.errors.DuplicateSchema as exc:
         raise PgqError(f"{exc.diag.message_primary}: {advice}") from None
-
-
-TABLES_CHANGED = (
-    "the tables of schema pgq were changed since pgq-thin installed them (a column, index or "
-    "constraint added or removed)"
-)
 
 
 def _tables_changed(conn: psycopg.Connection[Any]) -> bool:
@@ -244,7 +235,8 @@ def verify(conn: psycopg.Connection[Any], root: Path | None = None) -> list[str]
         problems.append("no install fingerprint recorded: run `pgq-thin upgrade`")
     elif _tables_changed(conn):
         problems.append(
-            f"{TABLES_CHANGED}: `pgq-thin upgrade` does not undo that; compare "
+            "the tables of schema pgq were changed since pgq-thin installed them (a column, "
+            "index or constraint added or removed): `pgq-thin upgrade` does not undo that; compare "
             "`SELECT * FROM pgq.describe_schema()` with a fresh install's and revert it by hand"
         )
     elif row[0] != row[1]:

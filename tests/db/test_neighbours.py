@@ -7,6 +7,7 @@ PgQ creates the cluster-wide role pgq_admin, so its tests run on a server of the
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import pytest
 
 from pgq_thin import schema
 from pgq_thin._localdb import find_bindir
+from pgq_thin.errors import PgqError
 from pgq_thin.testing import PgqServer, ThrowawayServer
 
 CLI = str(Path(sys.executable).with_name("pgq-thin"))
@@ -212,3 +214,39 @@ def test_sql_command_upgrades_an_installed_schema_and_refuses_a_newer_version(
     partial = cli("sql", "--from-version", str(latest)).stdout
     assert "CREATE SCHEMA pgq" not in partial
     assert psql_install(pgq_dsn, partial).returncode == 0
+
+
+def test_migrations_over_changed_tables_are_refused(pgq_dsn: str, tmp_path: Path) -> None:
+    """Through the CLI's installer and install.psql alike: nothing changes until reverted."""
+    root = tmp_path / "sql"
+    shutil.copytree(schema.sql_dir(), root)
+    nxt = schema.latest_version() + 1
+    name = f"migrations/{nxt:04d}_extra.sql"
+    (root / name).write_text(
+        f"CREATE TABLE pgq.extra (id int);\nINSERT INTO pgq.migrations VALUES ({nxt}, 'extra');\n"
+    )
+    installer = root / "install.psql"
+    installer.write_text(
+        installer.read_text().replace(
+            "-- Each later migration",
+            f"SELECT NOT EXISTS (SELECT FROM pgq.migrations WHERE version = {nxt}) AS pgq_pending"
+            f" \\gset\n\\if :pgq_pending\n\\ir {name}\n\\endif\n-- Each later migration",
+        )
+    )
+    with psycopg.connect(pgq_dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE pgq.jobs ADD COLUMN tenant text")
+        with pytest.raises(PgqError) as refused:
+            schema.install(conn, root)
+        assert str(refused.value) == (
+            "the tables of schema pgq were changed since pgq-thin installed them (a column, index "
+            "or constraint added or removed): revert that before upgrading, or the migrations "
+            "would run over tables they do not know (pgq-thin verify; nothing was changed)"
+        )
+        by_psql = psql_install(pgq_dsn, installer.read_text().replace("\\ir ", f"\\ir {root}/"))
+        assert by_psql.returncode == 3
+        assert "the tables of schema pgq were changed" in by_psql.stderr
+        assert conn.execute("SELECT to_regclass('pgq.extra')").fetchone() == (None,)
+
+        conn.execute("ALTER TABLE pgq.jobs DROP COLUMN tenant")
+        assert schema.install(conn, root) == [name.removeprefix("migrations/")]
+        assert conn.execute("SELECT pgq.version()").fetchone() == (str(nxt),)
