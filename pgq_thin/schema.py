@@ -37,6 +37,8 @@ PREFLIGHT_FILE = "preflight.sql"
 INSTALLER_FILE = "install.psql"
 # A role pgq-thin created carries a comment starting with this (sql/api/roles.sql).
 ROLE_MARK = "pgq-thin:"
+# What to do about a schema pgq that sql/preflight.sql says pgq-thin did not create.
+ELSEWHERE = "pgq-thin leaves it alone: install pgq-thin into another database"
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ def pending(conn: psycopg.Connection[Any], root: Path | None = None) -> list[Mig
 
 def plan(conn: psycopg.Connection[Any], root: Path | None = None) -> list[str]:
     """What an install/upgrade would run, one file per line."""
+    _preflight(conn, root or sql_dir(), ELSEWHERE)
     steps = [f"migration {m.path.name}" for m in pending(conn, root)]
     steps += [f"re-apply {p.parent.name}/{p.name}" for p in api_files(root)]
     return steps
@@ -144,7 +147,7 @@ def install(
     ran: list[str] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", INSTALL_LOCK)
-        _preflight(conn, root, "pgq-thin leaves it alone: install pgq-thin into another database")
+        _preflight(conn, root, ELSEWHERE)
         for m in pending(conn, root):
             _run_file(conn, m.path)
             ran.append(m.path.name)
@@ -214,6 +217,10 @@ def _run_file(conn: psycopg.Connection[Any], path: Path) -> None:
 
 def verify(conn: psycopg.Connection[Any], root: Path | None = None) -> list[str]:
     """Problems with the installed schema; empty when present, current and unaltered."""
+    try:
+        _preflight(conn, root or sql_dir(), ELSEWHERE)
+    except PgqError as exc:
+        return [str(exc)]
     applied = applied_versions(conn)
     if not applied:
         return ["pgq is not installed in this database: run `pgq-thin install`"]

@@ -94,7 +94,9 @@ def test_install_and_uninstall_leave_skytools_pgq_alone(pgq_cluster: ThrowawaySe
         "extension pgq: SkyTools PgQ): pgq-thin leaves it alone: install pgq-thin into another "
         "database\n"
     )
-    assert cli("upgrade", "-d", dsn, status=1).stderr == refused.stderr
+    for command in ("upgrade", "verify"):
+        assert cli(command, "-d", dsn, status=1).stderr == refused.stderr
+    assert cli("upgrade", "--plan", "-d", dsn, status=1).stderr == refused.stderr
     by_psql = psql_install(dsn)
     assert by_psql.returncode == 3
     assert "schema pgq exists and pgq-thin did not create it" in by_psql.stderr
