@@ -193,7 +193,8 @@ def _pause_command(paused: bool) -> click.Command:
         if as_json:
             click.echo(render.to_json({"entrypoint": entrypoint, "paused": paused, "known": known}))
             return
-        note = "" if known else f" (new; SELECT pgq.remove_entrypoint('{entrypoint}') removes it)"
+        literal = "'" + entrypoint.replace("'", "''") + "'"
+        note = "" if known else f" (new; SELECT pgq.remove_entrypoint({literal}) removes it)"
         click.echo(f"{verb} {entrypoint}{note}")
 
     help_text = (

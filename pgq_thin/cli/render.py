@@ -141,7 +141,7 @@ def stats_lines(stats: Row, width: int = WIDTH, height: int | None = None) -> li
     health = health_lines(stats["health"], stats["workers"], stats["now"], width)
     hidden: list[Row] = []
     if height is not None:
-        room = max(height - 2 - len(health) - paused, 1)  # header, blank line
+        room = max(height - 2 - len(health) - int(paused), 1)  # header, blank line
         if len(entrypoints) > room:
             ranked = sorted(entrypoints, key=_busyness, reverse=True)
             hidden = ranked[room - 1 :]
