@@ -98,11 +98,17 @@ def _give_to_server(path: Path) -> None:
         os.chown(path, account.pw_uid, account.pw_gid)
 
 
+def _runuser() -> str:
+    """runuser (util-linux), also when /usr/sbin is not on PATH (a root shell started by sudo
+    or cron often lacks it)."""
+    return shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin") or "runuser"
+
+
 def _reachable_by_server(path: Path) -> bool:
     """Whether the server's OS user can traverse into `path` (always true unless root)."""
     if _server_account() is None:
         return True
-    cmd = ["runuser", "-u", SERVER_OS_USER, "--", "test", "-x", str(path)]
+    cmd = [_runuser(), "-u", SERVER_OS_USER, "--", "test", "-x", str(path)]
     return subprocess.run(cmd, cwd="/", capture_output=True, check=False).returncode == 0
 
 
@@ -194,7 +200,7 @@ class LocalServer:
     def _run(self, args: list[str], what: str, timeout: float = 120) -> None:
         cmd = [str(self.bindir / args[0]), *args[1:]]
         if _server_account() is not None:
-            cmd = ["runuser", "-u", SERVER_OS_USER, "--", *cmd]
+            cmd = [_runuser(), "-u", SERVER_OS_USER, "--", *cmd]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         try:
             proc = subprocess.run(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,18 +50,26 @@ def test_db_commands_find_the_project_database_from_any_directory(tmp_path: Path
     project, deep = tmp_path / "project", tmp_path / "project" / "src" / "app"
     deep.mkdir(parents=True)
     url = cli("db", "start", cwd=project).stdout.strip()
+    status = cli("db", "status", cwd=deep).stdout
+    # tmp_path is closed to the server's OS user, so the data may live under /var/tmp.
+    found = re.search(r"^datadir: +(.+)$", status, flags=re.M)
+    assert found
+    datadir = Path(found.group(1))
     try:
-        assert cli("db", "url", cwd=deep).stdout == f"{url}\n"
-        status = cli("db", "status", cwd=deep).stdout
         assert status.startswith("state:      running")
         assert f"directory:  {project / '.pgq-thin' / 'db'}" in status
+        assert cli("db", "url", cwd=deep).stdout == f"{url}\n"
         cli("install", cwd=deep)  # the local database, found upward, is the default target
     finally:
-        assert cli("db", "stop", cwd=deep).stdout == "stopped\n"
+        try:
+            assert cli("db", "stop", cwd=deep).stdout == "stopped\n"
+        finally:
+            if not datadir.is_relative_to(tmp_path):
+                shutil.rmtree(datadir.parent, ignore_errors=True)
     stopped = cli("db", "url", cwd=deep, status=1)
     assert stopped.stdout == ""  # so `export DATABASE_URL=$(pgq-thin db url)` fails visibly
     assert "is not running: `pgq-thin db start`" in stopped.stderr
-    assert cli("db", "status", cwd=deep, status=3).stdout.startswith("state:      stopped")
+    assert cli("db", "status", cwd=deep, status=3).stdout.startswith("state:      not created")
 
 
 def test_enqueue_reads_the_payload_from_stdin_or_a_file(
