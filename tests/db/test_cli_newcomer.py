@@ -209,6 +209,7 @@ def test_explain_of_an_invalid_or_unknown_id(pgq_dsn: str) -> None:
 
 def test_explain_does_not_show_an_expired_lease_as_running(pgq_conn: Conn, pgq_dsn: str) -> None:
     at(pgq_conn, T0)
+    pgq_conn.execute("SELECT pgq.set_entrypoint('mail', timeout => '1 hour')")
     pgq_conn.execute("SELECT pgq.enqueue('mail')")
     ((job, _),) = claim(pgq_conn, "mail", 1, "w1")  # a 5-minute lease
 
@@ -221,8 +222,16 @@ def test_explain_does_not_show_an_expired_lease_as_running(pgq_conn: Conn, pgq_d
         explain(1) == f"job {job}: running (attempt 1) on worker w1 until 2030-01-01 12:05:00+00\n"
     )
     assert explain(6) == (
-        f"job {job}: lease of attempt 1 on worker w1 expired at 2030-01-01 12:05:00+00 (its "
-        "worker stopped renewing it); the next pgq.reap() retries or fails it\n"
+        f"job {job}: attempt 1 on worker w1 lost its lease at 2030-01-01 12:05:00+00 (the worker "
+        "stopped renewing it); the next pgq.reap() records it as worker lost (retry or failed "
+        "by policy)\n"
+    )
+    pgq_conn.execute(
+        "UPDATE pgq.jobs SET timeout_at = %s WHERE id = %s", (T0.replace(minute=3), job)
+    )
+    assert explain(4) == (
+        f"job {job}: attempt 1 on worker w1 timed out at 2030-01-01 12:03:00+00; the next "
+        "pgq.reap() records it (retry or failed by policy)\n"
     )
 
 
