@@ -17,9 +17,19 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # Debian packages the SQL tests use (plpgsql_check, pgTAP + pg_prove), for the
-# PostgreSQL major version actually installed. Root only; skipped otherwise.
+# PostgreSQL major version actually installed, and chromium for the browser tests (Playwright
+# drives it; its own browser download is not needed). Root only; skipped otherwise.
 # PG_MAJOR overrides the detected version (highest /usr/lib/postgresql/N with a server).
 deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+			echo "deps: chromium missing (not root or no apt-get); the browser tests will skip"; \
+		else \
+			echo "deps: installing chromium"; \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+		fi; \
+	fi
 	@pgver="$(PG_MAJOR)"; \
 	[ -n "$$pgver" ] || pgver=$$(ls -d /usr/lib/postgresql/*/bin/postgres 2>/dev/null \
 		| sed -E 's|^/usr/lib/postgresql/([^/]+)/.*|\1|' | sort -n | tail -1); \
@@ -46,7 +56,7 @@ lint: venv
 	$(BIN)/mypy --strict pgq_thin
 	$(BIN)/lint-imports
 
-# Every tier (tests/unit, tests/db, tests/e2e, tests/sql); one tier: `.venv/bin/pytest tests/db`
+# Every tier (tests/unit, tests/db, tests/e2e, tests/sql, tests/browser); one tier: `.venv/bin/pytest tests/db`
 # or `-m db`. test-fast is the inner loop: no database, seconds.
 test: venv deps lint
 	$(BIN)/pytest
