@@ -56,6 +56,25 @@ def test_overview_counts_follow_enqueues_without_reload(
     expect(page.locator("#total-queued")).to_have_text("3")
     expect(page.locator('tr[data-entrypoint="sync_job"] td.queued')).to_have_text("3")
     assert page.evaluate("window.notReloaded") is True  # swapped in place, not reloaded
+    # A worker that died holding a job: the overview says so, and what to do.
+    db.execute("SELECT count(*) FROM pgq.dequeue(ARRAY['sync_job'], 1, 'gone', interval '1 ms')")
+    expect(page.locator(".warning")).to_contain_text("1 running job(s) hold an expired lease")
+    expect(page.locator("#total-running")).to_have_text("1")
+
+
+def test_schedules_page_once_periodic_jobs_exist(db: Conn, serve: Serve, new_page: Any) -> None:
+    server = serve()
+    page = new_page()
+    page.goto(server.url + "/")
+    expect(page.get_by_role("link", name="Schedules")).to_have_count(0)
+    assert page.goto(server.url + "/schedules").status == 404
+    db.execute(  # stands in for the view that periodic jobs install
+        "CREATE VIEW pgq.schedule_stats AS SELECT 'nightly' AS name, '<b>0 3 * * *</b>' AS cron"
+    )
+    page.goto(server.url + "/")
+    page.get_by_role("link", name="Schedules").click()
+    expect(page.locator("#schedules td").nth(1)).to_have_text("<b>0 3 * * *</b>")
+    expect(page.locator("#schedules th").first).to_have_text("name")
 
 
 def test_failed_job_page_shows_traceback(
@@ -89,10 +108,15 @@ def test_retry_from_the_page_then_a_worker_runs_it(
     expect(page.get_by_role("button", name="Retry")).to_have_count(0)
 
 
-def test_pause_and_resume(db: Conn, serve: Serve, new_page: Any) -> None:
+def test_pause_and_resume_under_a_base_path(db: Conn, serve: Serve, new_page: Any) -> None:
     enqueue(db, "sync_job", [{}])
+    server = serve("--base-path", "/pgq")
     page = new_page()
-    page.goto(serve().url + "/")
+    page.goto(server.url + "/pgq/")
+    assert page.evaluate("getComputedStyle(document.querySelector('header')).display") == "flex"
+    page.get_by_role("link", name="Jobs").click()
+    expect(page).to_have_url(server.url + "/pgq/jobs")
+    page.get_by_role("link", name="Overview").click()
     row = page.locator('tr[data-entrypoint="sync_job"]')
     row.get_by_role("button", name="Pause").click()
     expect(page.locator(".flash.ok")).to_have_text("paused sync_job")
