@@ -103,6 +103,7 @@ class Dashboard:
         errors: dict[Any, Any] = {
             HTTPException: self._http_error,
             BadFilter: self._bad_filter,
+            psycopg.errors.QueryCanceled: self._too_slow,
             PoolTimeout: self._unavailable,
             psycopg.OperationalError: self._unavailable,
             PgqError: self._unavailable,
@@ -391,6 +392,16 @@ class Dashboard:
             503,
             "Database unavailable",
             f"{describe(self.dsn)} does not answer: {_message(exc)}. This page retries on its own.",
+        )
+
+    async def _too_slow(self, request: Request, _exc: Exception) -> Response:
+        return self._error_page(
+            request,
+            503,
+            "Query cancelled",
+            f"the query took longer than {STATEMENT_TIMEOUT_MS // 1000} s and was cancelled:"
+            " narrow the filter (an entrypoint or error text that few jobs match walks the"
+            " whole history)",
         )
 
     async def _sql_error(self, request: Request, exc: Exception) -> Response:
