@@ -47,8 +47,9 @@ def web(
     try:
         from pgq_thin import web as dashboard
     except ImportError as exc:
-        if exc.name not in WEB_PACKAGES:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in WEB_PACKAGES:
             raise
-        raise PgqError(f"the web dashboard needs {exc.name}: pip install 'pgq-thin[web]'") from exc
+        raise PgqError(f"the web dashboard needs {missing}: pip install 'pgq-thin[web]'") from exc
     auth = dashboard.Auth.load(token_file, basic_auth_file)
     dashboard.serve(dsn, host=host, port=port, read_only=read_only, base_path=base_path, auth=auth)
