@@ -228,8 +228,8 @@ class Dashboard:
             now=now,
             filter=wanted,
             states=monitor.STATES,
-            older=None if older is None else _query(wanted.query(before=older)),
-            newest=None if wanted.before is None else _query(wanted.query(before=None)),
+            older=None if older is None else urlencode(wanted.query(before=older)),
+            newest=None if wanted.before is None else urlencode(wanted.query(before=None)),
             bulk=wanted.state == "failed" and wanted.job_id is None,
             **common,
         )
@@ -344,7 +344,7 @@ class Dashboard:
             ):
                 raise HTTPException(404, f"no entrypoint named {wanted.entrypoint!r}")
             ids = queries.failed_ids(conn, wanted.entrypoint, wanted.error, BULK_LIMIT)
-            back = "/jobs?" + _query(
+            back = "/jobs?" + urlencode(
                 JobFilter(state="failed", entrypoint=wanted.entrypoint, error=wanted.error).query()
             )
             if form.get("confirm") != "yes":
@@ -432,10 +432,6 @@ def _job_id(request: Request) -> int:
 def _known_job(conn: Connection, job_id: int) -> None:
     if queries.job(conn, job_id) is None:
         raise HTTPException(404, f"no job with id {job_id} (never existed, or pruned)")
-
-
-def _query(params: dict[str, str]) -> str:
-    return urlencode(params)
 
 
 def _message(exc: BaseException) -> str:

@@ -95,9 +95,11 @@ def serve(pgq_dsn: str, tmp_path: Path) -> Iterator[Serve]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless chromium for the session."""
+    """One headless chromium per test module: closed at the module's end, because Playwright's
+    sync API keeps an event loop running in this thread while it is open (asyncio.run() in
+    later tests would fail)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -8,11 +8,14 @@ import subprocess
 import sys
 from typing import Any
 
-from playwright.sync_api import expect
+import pytest
 
 from tests.browser.conftest import SCREENSHOTS, Serve
 from tests.e2e.harness import Conn, Start, enqueue, wait_for
 
+expect = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright for Python is missing: pip install -e '.[test]'"
+).expect
 Page = Any
 HOSTILE_NAME = "<img src=x onerror=alert('entrypoint')>"
 HOSTILE_PAYLOAD = {"note": "<script>alert('payload')</script>", "<b>key</b>": 1}
@@ -372,6 +375,7 @@ def test_screenshots(db: Conn, serve: Serve, new_page: Any) -> None:
         page.goto(server.url + "/")
         expect(page.locator("svg.chart")).to_have_count(2)
         page.screenshot(path=str(SCREENSHOTS / f"overview-{width}x{height}.png"))
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
         failed = page.locator("a.bad").first
         failed.click()
         expect(page.locator("h1")).to_have_text("Jobs")
