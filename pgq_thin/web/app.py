@@ -373,8 +373,10 @@ class Dashboard:
 
     # Errors ------------------------------------------------------------------------------------
 
-    def _error_page(self, request: Request, status: int, title: str, message: str) -> Response:
-        return self.page(request, "error.html", status, title=title, message=message)
+    def _error_page(
+        self, request: Request, status: int, title: str, message: str, **context: Any
+    ) -> Response:
+        return self.page(request, "error.html", status, title=title, message=message, **context)
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -392,6 +394,7 @@ class Dashboard:
             503,
             "Database unavailable",
             f"{describe(self.dsn)} does not answer: {_message(exc)}. This page retries on its own.",
+            unavailable=True,
         )
 
     async def _too_slow(self, request: Request, _exc: Exception) -> Response:

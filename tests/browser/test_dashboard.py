@@ -329,14 +329,17 @@ def test_a_database_that_is_down_is_shown_and_recovered_from(
     throwaway_server.stop()
     expect(page.locator("#status")).to_contain_text("does not answer", timeout=30_000)
     expect(page.locator("#total-queued")).to_have_text("2")  # the last numbers stay
-    assert page.goto(server.url + "/healthz").status == 503
-    page.goto(server.url + "/")
-    expect(page.locator("h1")).to_have_text("Database unavailable")
+    assert page.request.get(server.url + "/healthz").status == 503
+    other = new_page()
+    other.goto(server.url + "/")  # opened while the database is down
+    expect(other.locator("h1")).to_have_text("Database unavailable")
     throwaway_server.start()
     with throwaway_server.connect() as conn:
         enqueue(conn, "sync_job", [{}])
     expect(page.locator("#status")).to_be_empty(timeout=30_000)
-    wait_for(lambda: page.goto(server.url + "/healthz").status == 200, "healthz 200")
+    expect(page.locator("#total-queued")).to_have_text("3")
+    expect(other.locator("#total-queued")).to_have_text("3", timeout=30_000)
+    wait_for(lambda: page.request.get(server.url + "/healthz").status == 200, "healthz 200")
 
 
 def test_screenshots(db: Conn, serve: Serve, new_page: Any) -> None:

@@ -1,6 +1,7 @@
 // Live updates without reloading: every few seconds, fetch this page again and swap in each
 // element marked data-live (matched by id). Paused while the tab is hidden. If the dashboard
-// itself stops answering, say so in #status until it answers again.
+// itself stops answering, say so in #status until it answers again; a page that was served
+// while the database was down (body[data-unavailable]) reloads once it is back.
 (function () {
   "use strict";
   var period = Number(document.body.getAttribute("data-poll")) || 2000;
@@ -22,7 +23,10 @@
     if (busy || document.hidden) return;
     busy = true;
     fetch(location.href, { credentials: "same-origin", cache: "no-store", redirect: "error" })
-      .then(function (response) { return response.text(); })
+      .then(function (response) {
+        if (response.ok && document.body.hasAttribute("data-unavailable")) location.reload();
+        return response.text();
+      })
       .then(function (html) {
         var fresh = new DOMParser().parseFromString(html, "text/html");
         document.querySelectorAll("[data-live]").forEach(function (old) {
