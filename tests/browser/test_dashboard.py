@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 import pytest
+from psycopg.types.json import Jsonb
 
 from tests.browser.conftest import SCREENSHOTS, Serve
 from tests.e2e.harness import Conn, Start, enqueue, wait_for
@@ -22,9 +23,13 @@ HOSTILE_PAYLOAD = {"note": "<script>alert('payload')</script>", "<b>key</b>": 1}
 HOSTILE_ERROR = "boom <img src=x onerror=alert('error')><script>alert('error2')</script>"
 
 
-def dead_letter(conn: Conn, entrypoint: str, payload: dict[str, Any], error: str) -> int:
+def dead_letter(
+    conn: Conn, entrypoint: str, payload: dict[str, Any], error: str, dedupe_key: str | None = None
+) -> int:
     """A job that failed for good: claimed and failed (not retryable) through the pgq API."""
-    (job_id,) = enqueue(conn, entrypoint, [payload])
+    (job_id,) = conn.execute(
+        "SELECT pgq.enqueue(%s, %s, dedupe_key => %s)", (entrypoint, Jsonb(payload), dedupe_key)
+    ).fetchone()  # type: ignore[misc]
     row = conn.execute(
         "SELECT id, lease_token FROM pgq.dequeue(ARRAY[%s], 1, 'test-worker')", (entrypoint,)
     ).fetchone()
@@ -109,6 +114,18 @@ def test_retry_from_the_page_then_a_worker_runs_it(
     expect(page.locator("h1")).to_contain_text("succeeded")  # by the live update
     expect(page.locator("#result")).to_contain_text('"value": 7')
     expect(page.get_by_role("button", name="Retry")).to_have_count(0)
+
+
+def test_an_error_from_sql_is_shown_as_a_message(db: Conn, serve: Serve, new_page: Any) -> None:
+    job_id = dead_letter(db, "sync_job", {}, "broke", dedupe_key="order-7")
+    db.execute("SELECT pgq.enqueue('sync_job', dedupe_key => 'order-7')")  # a live job holds it
+    page = new_page()
+    page.goto(f"{serve().url}/jobs/{job_id}")
+    page.get_by_role("button", name="Retry").click()
+    expect(page.locator(".flash.error")).to_have_text(
+        f"job {job_id} cannot be retried: a live job holds its dedupe_key"
+    )
+    expect(page.locator("h1")).to_contain_text("failed")
 
 
 def test_pause_and_resume_under_a_base_path(db: Conn, serve: Serve, new_page: Any) -> None:
