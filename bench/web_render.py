@@ -104,7 +104,8 @@ def fill(dsn: str) -> float:
 
 
 def views_alone(dsn: str, rounds: int) -> list[float]:
-    """The overview's queries on a direct connection, without the web server: the floor."""
+    """The overview's queries one after another on a direct connection, without the web server
+    (the page runs its two costly views at once, on two connections)."""
     took = []
     with psycopg.connect(dsn, autocommit=True) as conn:
         for i in range(rounds + 3):
@@ -193,7 +194,7 @@ def main() -> None:
             if path == "/":
                 floor = views_alone(dsn, args.rounds)
                 lines.append(
-                    f"| overview's queries alone, no web server (the floor) |"
+                    f"| the overview's queries one after another on one connection, no web server |"
                     f" {statistics.median(floor):.1f} |"
                     f" {statistics.quantiles(floor, n=20)[-1]:.1f} | - | - |"
                 )
