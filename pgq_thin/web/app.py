@@ -107,7 +107,7 @@ class Dashboard:
             psycopg.errors.QueryCanceled: self._too_slow,
             PoolTimeout: self._unavailable,
             psycopg.OperationalError: self._unavailable,
-            PgqError: self._unavailable,
+            PgqError: self._not_installed,
             psycopg.Error: self._sql_error,
         }
         return Starlette(
@@ -404,6 +404,9 @@ class Dashboard:
             f"{describe(self.dsn)} does not answer: {_message(exc)}. This page retries on its own.",
             unavailable=True,
         )
+
+    async def _not_installed(self, request: Request, exc: Exception) -> Response:
+        return self._error_page(request, 503, "Schema not ready", str(exc), unavailable=True)
 
     async def _too_slow(self, request: Request, _exc: Exception) -> Response:
         return self._error_page(

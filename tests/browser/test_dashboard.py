@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from psycopg.types.json import Jsonb
 
+from pgq_thin import schema
 from tests.browser.conftest import SCREENSHOTS, Serve
 from tests.e2e.harness import Conn, Start, enqueue, wait_for
 
@@ -405,3 +406,17 @@ def test_screenshots(db: Conn, serve: Serve, new_page: Any) -> None:
         # Nothing is wider than the viewport (tables scroll inside their own box).
         assert page.evaluate("document.documentElement.scrollWidth") <= width
     assert re.search(r"Uvicorn running", server.log())
+
+
+def test_a_database_without_the_schema_says_what_to_run(
+    db: Conn, serve: Serve, new_page: Any
+) -> None:
+    db.execute("DROP SCHEMA pgq CASCADE")
+    server = serve()
+    page = new_page()
+    assert page.goto(server.url + "/").status == 503
+    expect(page.locator("h1")).to_have_text("Schema not ready")
+    expect(page.locator(".message")).to_contain_text("run `pgq-thin install`")
+    schema.install(db)
+    enqueue(db, "sync_job", [{}])
+    expect(page.locator("#total-queued")).to_have_text("1")  # reloaded on its own
