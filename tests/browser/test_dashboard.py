@@ -248,7 +248,8 @@ def test_a_post_without_the_csrf_token_is_refused(db: Conn, serve: Serve, new_pa
     job_id = dead_letter(db, "sync_job", {}, "broke")
     server = serve()
     page = new_page()
-    page.goto(f"{server.url}/jobs/{job_id}")
+    policy = page.goto(f"{server.url}/jobs/{job_id}").headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
     url = f"{server.url}/jobs/{job_id}/retry"
     for form in ({}, {"csrf": "x" * 43}):
         answer = page.request.post(url, form=form)
