@@ -6,7 +6,7 @@ retry-log rows), 100,000 queued jobs, 5,000 scheduled and 50 running in 10 entry
 response's Server-Timing header (the request handled, the page rendered, queries included);
 the wall time adds HTTP on loopback. Target: the overview and a jobs page under 100 ms.
 
-    .venv/bin/python bench/web_render.py [--rounds 30] [--keep] [--out bench/web_render.md]
+    .venv/bin/python bench/web_render.py [--rounds 30] [--keep] [--out bench/results/web_render.md]
 
 It creates (and drops, unless --keep) database pgq_web_bench on the server that DATABASE_URL
 or the libpq variables name.
