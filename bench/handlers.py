@@ -1,7 +1,7 @@
 """The worker before and after a change: drain rate per handler kind, and delayed-job lateness.
 
-    .venv/bin/python bench/handlers.py [--jobs 20000] [--rounds 3] [--base REV] [--out FILE]
-                                       [--delayed 40]
+    .venv/bin/python bench/handlers.py [--jobs 10000] [--rounds 6] [--base REV] [--delayed 40]
+                                       [--out bench/results/handlers]
 
 Runs the worker of this tree and that of `--base` (a git revision, extracted with `git
 archive`) in turn on one scratch database of the server DATABASE_URL names (the local socket
@@ -9,8 +9,8 @@ by default): each round and handler kind, both trees drain the same number of no
 (`Worker`, mode drain, max_concurrent_jobs 200, batch_size 100, log level WARNING) from
 emptied, vacuumed tables; the clock runs from `Worker.run()` to its return. Rounds alternate
 which tree goes first. Besides jobs/s it reports the worker process's CPU time per job (all its
-threads), which other load on a shared machine disturbs far less than wall-clock rates. Prints
-a JSON report (per round, and this/base ratios taken round by round); `--out` also writes it.
+threads), which other load on a shared machine disturbs far less than wall-clock rates. Writes
+`<out>.json` (every round) and `<out>.md` (the summary bench/report.py puts in RESULTS.md).
 
 Lateness: each tree's worker (poll interval 1 s, the default) runs while `--delayed` jobs are
 enqueued one every 0.25 s, each with run_at = now() + 1 s; a job's lateness is when its
@@ -141,18 +141,25 @@ def drain(dsn: str, tree: Path, kind: str) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=20000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--base", default="ef04428")
+    parser.add_argument("--jobs", type=int, default=10000)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--base", default="main")
     parser.add_argument("--delayed", type=int, default=40)
-    parser.add_argument("--out")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "handlers"))
     args = parser.parse_args()
     server = os.environ.get("DATABASE_URL", "host=/var/run/postgresql")
     name = f"pgq_bench_handlers_{os.getpid()}"
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     dsn = psycopg.conninfo.make_conninfo(server, dbname=name)
-    report: dict[str, Any] = {"jobs": args.jobs, "base": args.base, "rounds": []}
+    base = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", args.base],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    command = " ".join(["bench/handlers.py", *sys.argv[1:]])
+    report: dict[str, Any] = {"command": command, "jobs": args.jobs, "base": base, "rounds": []}
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             schema.install(conn)
@@ -205,10 +212,53 @@ def main() -> None:
             }
     report["summary"] = summary
     report["when"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    Path(f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
+    Path(f"{args.out}.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The summary for bench/RESULTS.md."""
+    s, late = report["summary"], report["lateness_ms"]
+    load = report["load_before_after"]
+    lines = [
+        "# Worker: heartbeat thread and stall detector, delayed-job lateness",
+        "",
+        f"- Command: `.venv/bin/python {report['command']}` ({report['when']}); this tree "
+        f"against {report['base']} (`--base`), {report['jobs']:,} no-op jobs a drain, "
+        f"{len(report['rounds']) // 4} rounds alternating which goes first.",
+        f"- 1-minute load average {load[0]:.1f} → {load[1]:.1f}: other work shares the 2 "
+        "cores, so wall-clock rates swing; CPU time a job (the worker process, all threads) "
+        "is the steadier measure. Ratios are this/base, taken round by round.",
+        "",
+        "| handlers | jobs/s this | jobs/s base | ratio (range) | CPU µs a job this | base |"
+        " ratio (range) |",
+        "|---|---:|---:|---|---:|---:|---|",
+    ]
+    for kind in ("async", "def"):
+        rate, cpu = s[f"{kind} rate"], s[f"{kind} cpu_us"]
+        lines.append(
+            f"| `{kind}` | {rate['this_median']:,.0f} | {rate['base_median']:,.0f} | "
+            f"{_ratio(rate)} | {cpu['this_median']:.1f} | {cpu['base_median']:.1f} | "
+            f"{_ratio(cpu)} |"
+        )
+    lines += [
+        "",
+        "Delayed-job lateness (a job with run_at = now() + 1 s, from its run_at to its "
+        "handler's start; poll interval 1 s):",
+        "",
+        "| worker | p50 ms | p99 ms | max ms |",
+        "|---|---:|---:|---:|",
+    ]
+    for tree in ("this", "base"):
+        row = late[tree]
+        lines.append(f"| {tree} | {row['p50']:.1f} | {row['p99']:.1f} | {row['max']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _ratio(summary: dict[str, Any]) -> str:
+    low, high = summary["this_over_base_range"]
+    return f"{summary['this_over_base_median']:.2f} ({low:.2f}-{high:.2f})"
 
 
 if __name__ == "__main__":

@@ -184,9 +184,14 @@ class StallDetector:
         stall: Culprit | None = None
         started = 0.0
         told = False  # this long stall was reported
+        last = resumed = time.monotonic()
         while not self._stopping.wait(PROBE):
-            seen = self._seen
-            blocked = time.monotonic() - seen - PROBE
+            now = time.monotonic()
+            if now - last > PROBE + STALL:  # this thread did not run either: the whole process
+                resumed = now  # was stopped (SIGSTOP, a paused VM), not the loop blocked
+            last = now
+            seen = max(self._seen, resumed)
+            blocked = now - seen - PROBE
             if blocked < STALL:
                 if stall is not None:
                     log.warning(

@@ -251,7 +251,7 @@ class OutcomeWriter:
             # The worker's timeout and the reaper's lease check fall due together; whichever
             # writes first, the job is failed with 'timeout' and retried or dead-lettered.
             log.warning(
-                "job timed out (the reaper recorded it first) %s",
+                "job timed out (the database recorded it first) %s",
                 kv(outcome.job, **fields, error=outcome.summary),
             )
         elif answer == "stale" and outcome.kind == "complete":

@@ -65,6 +65,7 @@ GONE = {  # why pgq.renew no longer holds a job -> why its handler is stopped
     "lost": "lease lapsed (recorded as worker lost)",
     "finished": "finished elsewhere",
 }
+TIMEOUT_SWEEP = 0.05  # seconds between two checks of the held jobs' deadlines
 STUCK_AFTER = 1.0  # seconds a `def` handler may take to return once its job ended
 SHUTDOWN_STOP = 1.0  # seconds a handler asked to stop at shutdown has to do so
 Mode = Literal["forever", "drain"]
@@ -96,9 +97,10 @@ class _Held:
     """A claim this worker holds, from pgq.claim until its outcome is written."""
 
     job: Job
-    claimed_at: float  # loop.time() when pgq.claim was sent; timeouts count from it
+    claimed_at: float  # time.monotonic() when pgq.claim was sent; timeouts count from it
     timeout_in: float | None  # seconds from the claim to the job's timeout_at (None: none)
-    deadline: float | None = None  # loop.time() at which the job times out
+    started: float | None = None  # time.monotonic() when its handler was called
+    deadline: float | None = None  # time.monotonic() at which the job times out
     task: asyncio.Task[None] | None = None
     call: ThreadCall | None = None  # a `def` handler's, in its thread
     stop_reason: str | None = None
@@ -197,7 +199,8 @@ class Worker:
         return len(self._stuck)
 
     def request_stop(self) -> None:
-        """Stop claiming; running jobs get the shutdown grace, then go back to the queue."""
+        """Stop claiming; running jobs get the shutdown grace, then are asked to stop: those
+        whose handler stops go back to the queue, the others keep their lease until it lapses."""
         self._stop.set()
         self._wake.set()
 
@@ -232,6 +235,7 @@ class Worker:
         background = [
             asyncio.create_task(self._listen(), name="listener"),
             asyncio.create_task(self._stall.run(), name="stall detector"),
+            asyncio.create_task(self._enforce_timeouts(), name="timeouts"),
             asyncio.create_task(Maintenance(self.dsn, self.settings).run(), name="maintenance"),
         ]
         for task in background:
@@ -325,7 +329,7 @@ class Worker:
                 continue
             idle = not self._held
             want = min(free, self.settings.batch_size)
-            claimed_at = asyncio.get_running_loop().time()
+            claimed_at = time.monotonic()
             try:
                 async with self._pool.connection() as conn:
                     cur = await conn.execute(
@@ -366,6 +370,15 @@ class Worker:
             return 0.0 if claimed else poll
         return min(poll, due)
 
+    async def _enforce_timeouts(self) -> None:
+        """Stop each handler at its job's deadline. A sweep of the held jobs every TIMEOUT_SWEEP
+        seconds costs less than a timer per job (most jobs end long before their timeout)."""
+        while True:
+            await asyncio.sleep(TIMEOUT_SWEEP)
+            now = time.monotonic()
+            for held in [h for h in self._held.values() if h.deadline and h.deadline <= now]:
+                self._stop_job(held, TIMEOUT)
+
     def _dispatch(self, job: Job, claimed_at: float, timeout_in: float | None) -> None:
         held = _Held(job, claimed_at, timeout_in)
         self._held[job.lease_token] = held
@@ -397,16 +410,11 @@ class Worker:
         # Whatever set it: the decorator, JOB_TIMEOUT, or the entrypoint's policy in SQL.
         timeout = entry.timeout if entry.timeout is not None else self.settings.job_timeout
         limits = [t for t in (timeout or None, held.timeout_in) if t is not None]
-        if limits:
+        started = held.started = time.monotonic()
+        if limits:  # _enforce_timeouts stops the handler then
             held.deadline = held.claimed_at + max(0.0, min(limits))
-        scope = asyncio.timeout_at(held.deadline) if held.deadline is not None else None
-        started = time.monotonic()
         try:
-            if scope is None:  # no timeout: no scope to enter and leave for every job
-                result = await self._call(held, entry)
-            else:
-                async with scope:
-                    result = await self._call(held, entry)
+            result = await self._call(held, entry)
         except asyncio.CancelledError as exc:
             took = time.monotonic() - started
             if held.stop_reason is not None:
@@ -418,9 +426,6 @@ class Worker:
             return Outcome.exception(job, took, exc, entry.is_retryable(exc))
         except BaseException as exc:  # whatever a handler does, the worker carries on
             took = time.monotonic() - started
-            if isinstance(exc, TimeoutError) and scope is not None and scope.expired():
-                job.stop_requested.set()
-                return Outcome.failure(job, took, TIMEOUT, _timed_out(started, held))
             if held.stop_reason is not None:
                 return self._stopped(held, took)
             return Outcome.exception(job, took, exc, entry.is_retryable(exc))
@@ -434,6 +439,8 @@ class Worker:
         """A handler stopped by the worker: released at shutdown, else failed with the reason."""
         if held.stop_reason == SHUTDOWN:
             return Outcome(held.job, "release", took)
+        if held.stop_reason == TIMEOUT:
+            return Outcome.failure(held.job, took, TIMEOUT, _timed_out(held))
         return Outcome.failure(held.job, took, held.stop_reason or "")
 
     async def _call(self, held: _Held, entry: Entrypoint) -> Any:
@@ -489,7 +496,7 @@ class Worker:
     def _stop_job(self, held: _Held, reason: str) -> None:
         """Ask the handler to stop: an `async def` one is cancelled, a `def` one told so (it
         cannot be interrupted); its job ends now unless the worker is shutting down."""
-        if held.task is None or held.task.done() or held.reported:
+        if held.task is None or held.task.done() or held.reported or held.stop_reason:
             return
         log.info("job stopping %s", kv(held.job, reason=reason))
         held.stop_reason = reason
@@ -543,8 +550,8 @@ class Worker:
                 job = held.job
                 what = f"the handler of job {job.id} (entrypoint {job.entrypoint}){where}"
                 return Culprit(what, held.deadline, (job.id, job.lease_token))
-        name = task.get_name() if task is not None else "a callback"
-        return Culprit(f"the worker's {name}{where}")
+        name = f"the worker's {task.get_name()}" if task is not None else "a worker callback"
+        return Culprit(f"{name}{where}")
 
     def _give_up(self, culprit: Culprit, blocked: float) -> None:
         """Off the loop, before the process ends: fail the job whose handler blocks the loop
@@ -640,11 +647,11 @@ class Worker:
         log.info("worker %s stopped", self.worker_id)
 
 
-def _timed_out(started: float, held: _Held) -> str:
+def _timed_out(held: _Held) -> str:
     """The log's account of a timeout; a handler that barely ran had waited for its slot."""
     timeout = (held.deadline or held.claimed_at) - held.claimed_at
     text = f"timeout after {timeout:g}s"
-    waited = started - held.claimed_at
+    waited = (held.started or held.claimed_at) - held.claimed_at
     if waited >= timeout:
         text += (
             f", before its handler could run (the loop reached it {waited:.3f}s after the claim)"
