@@ -409,10 +409,12 @@ class Worker:
             )
         # Whatever set it: the decorator, JOB_TIMEOUT, or the entrypoint's policy in SQL.
         timeout = entry.timeout if entry.timeout is not None else self.settings.job_timeout
-        limits = [t for t in (timeout or None, held.timeout_in) if t is not None]
+        limit = held.timeout_in
+        if timeout and (limit is None or timeout < limit):
+            limit = timeout
         started = held.started = time.monotonic()
-        if limits:  # _enforce_timeouts stops the handler then
-            held.deadline = held.claimed_at + max(0.0, min(limits))
+        if limit is not None:  # _enforce_timeouts stops the handler then
+            held.deadline = held.claimed_at + max(0.0, limit)
         try:
             result = await self._call(held, entry)
         except asyncio.CancelledError as exc:
