@@ -193,11 +193,6 @@ class Worker:
         )
         self._outcomes = OutcomeWriter(self._pool, self._settled)
 
-    @property
-    def stuck_slots(self) -> int:
-        """Slots held by `def` handler threads that outlived their job (timeout, cancel...)."""
-        return len(self._stuck)
-
     def request_stop(self) -> None:
         """Stop claiming; running jobs get the shutdown grace, then are asked to stop: those
         whose handler stops go back to the queue, the others keep their lease until it lapses."""
