@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-# Debian packages the SQL tests use (plpgsql_check, pgTAP + pg_prove), for the
-# PostgreSQL major version actually installed. Root only; skipped otherwise.
+# Debian packages the tests use (plpgsql_check, pgTAP + pg_prove for the SQL tests, for the
+# PostgreSQL major version actually installed; pgbouncer for the topology tests). Root only;
+# skipped otherwise.
 # PG_MAJOR overrides the detected version (highest /usr/lib/postgresql/N with a server).
 deps:
 	@pgver="$(PG_MAJOR)"; \
@@ -32,6 +33,7 @@ deps:
 	[ -f /usr/share/postgresql/$$pgver/extension/pgtap.control ] \
 		|| missing="$$missing postgresql-$$pgver-pgtap"; \
 	command -v pg_prove >/dev/null || missing="$$missing pgtap"; \
+	[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || missing="$$missing pgbouncer"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
 		echo "deps: missing$$missing (not root or no apt-get; install them yourself); skipping"; \

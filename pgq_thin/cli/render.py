@@ -121,7 +121,8 @@ def health_lines(health: Row, workers: Row, now: datetime) -> list[str]:
     """Workers by status, expired leases, NOTIFY queue, tuples, and the oldest transaction."""
     lines = [
         f"workers: {workers['alive']} alive, {workers['stale']} stale, "
-        f"{workers['unregistered']} unregistered; expired leases: {health['expired_leases']}",
+        f"{workers['unregistered']} unregistered, {workers['connections']} connections; "
+        f"expired leases: {health['expired_leases']}",
         f"tuples: jobs {health['jobs_live_tuples']} live, {health['jobs_dead_tuples']} dead;"
         f" history {health['history_live_tuples']} live, {health['history_dead_tuples']} dead",
         f"notify queue: {health['notification_queue_usage']:.1%} used",
@@ -164,10 +165,11 @@ def job_lines(jobs: Sequence[Row], now: datetime) -> list[str]:
 
 
 WORKER_COLUMNS: list[Column] = [
-    ("WORKER", 20, "<"),
+    ("WORKER", 17, "<"),
     ("STATUS", 12, "<"),
     ("JOBS", 6, ">"),
-    ("BEAT", 10, ">"),
+    ("CONN", 4, ">"),
+    ("BEAT", 9, ">"),
     ("UP", 6, ">"),
     ("VERSION", 8, "<"),
     ("ENTRYPOINTS", 0, "<"),
@@ -175,12 +177,14 @@ WORKER_COLUMNS: list[Column] = [
 
 
 def worker_lines(workers: Sequence[Row], now: datetime) -> list[str]:
-    """One line per worker: running jobs (of its concurrency), last heartbeat, uptime."""
+    """One line per worker: running jobs (of its concurrency), connections held, last
+    heartbeat, uptime."""
     rows = [
         [
             w["worker_id"],
             w["status"],
             f"{w['running']}/{w['concurrency']}" if w["concurrency"] else w["running"],
+            w["connections"],
             ago(w["heartbeat_at"], now),
             duration(now - w["started_at"]) if w["started_at"] else "-",
             w["version"],
