@@ -3,16 +3,18 @@
 A worker holds `Connections.count` connections (its budget):
 
 - `pool_size` pooled ones (PGQ_POOL_SIZE, default 3) for claims, heartbeats and outcomes, to
-  DATABASE_URL. They keep no state between transactions, so a transaction pooler (PgBouncer's
-  `pool_mode = transaction`) may run each transaction on another server connection: no
-  prepared statements (psycopg prepares a statement run 5 times unless `prepare_threshold` is
-  None), no session settings (the claim's `synchronous_commit` is local to its transaction),
-  no session locks.
+  DATABASE_URL. They keep no session settings (the claim's `synchronous_commit` is local to
+  its transaction) and no session locks, so a transaction pooler (PgBouncer's `pool_mode =
+  transaction`) may run each transaction on another server connection. Whether DATABASE_URL
+  keeps a session is tested at start: a NOTIFY sent from a second connection must reach a
+  listener within PROBE_WAIT (a transaction pooler hands it to whichever client holds the
+  server connection then). If it does not, psycopg's automatic prepared statements (after 5
+  runs of a statement) are off; where it does they stay, as they save the planning of every
+  claim (about half a millisecond here, the function being inlined into the statement).
 - one LISTEN connection (pgq_jobs, pgq_cancel): to PGQ_LISTEN_URL when set (straight to
-  PostgreSQL while claims go through the pooler), else to DATABASE_URL when it keeps a session.
-  That is tested at start: a NOTIFY sent through the pool must reach the listener within
-  PROBE_WAIT (a transaction pooler hands it to whichever client holds the server connection).
-  Without notifications (PGQ_LISTEN=off, or detected) the worker polls every POLL_ONLY seconds.
+  PostgreSQL while claims go through the pooler; it must pass the same test), else to
+  DATABASE_URL when it keeps a session. Without notifications (PGQ_LISTEN=off, or a
+  transaction pooler and no PGQ_LISTEN_URL) the worker polls every POLL_ONLY seconds.
 - one maintenance connection (VACUUM under a session advisory lock, pgq.prune) to the same
   session-keeping DSN; through a transaction pooler with no PGQ_LISTEN_URL the VACUUM is left
   to autovacuum (its one-worker-at-a-time lock needs a session), pruning stays.
@@ -155,6 +157,7 @@ class Connections:
             "application_name": application_name,
             "connect_timeout": CONNECT_TIMEOUT,
         }
+        self.pool_kwargs = dict(self.kwargs)  # prepared statements only where a session is kept
         pooled = type(
             "PooledConnection",
             (_PooledConnection,),
@@ -164,7 +167,7 @@ class Connections:
             self.dsn,
             min_size=settings.pool_size,
             max_size=settings.pool_size,
-            kwargs=self.kwargs,
+            kwargs=self.pool_kwargs,
             connection_class=pooled,
             open=False,
             timeout=POOL_TIMEOUT,
@@ -211,18 +214,23 @@ class Connections:
                 ) from exc
             async with conn.transaction():
                 await setup(conn)
+            session = await self._keeps_session(conn)
+            if session:  # psycopg's default: prepare a statement after its 5th run
+                self.pool_kwargs.pop("prepare_threshold", None)
+            else:
+                self.pool_kwargs["prepare_threshold"] = None
             await self.pool.open()
             url = self.settings.listen_url
             if url:
                 listener = await self._ready(url, "PGQ_LISTEN_URL", schema=False)
-                if not await self._probe(listener):
+                if not await self._keeps_session(listener):
                     raise PgqError(
                         f"{describe(url)} (PGQ_LISTEN_URL) gets no notification sent through "
                         "DATABASE_URL: point it straight at the same PostgreSQL database, "
                         "not at a transaction pooler"
                     )
                 self.session_dsn = url
-            elif await self._probe(conn):
+            elif session:
                 self.session_dsn = self.dsn
             if self.settings.listen == "auto" and self.session_dsn is not None:
                 self.listening, self._listener = self.session_dsn, listener
@@ -263,11 +271,11 @@ class Connections:
             delay = retry.next()
             await asyncio.sleep(delay if kind(why) == "full" else min(delay, max(left, 0.0)))
 
-    async def _probe(self, listener: Conn) -> bool:
-        """Whether a NOTIFY sent through the pool reaches `listener` (it keeps a session)."""
+    async def _keeps_session(self, listener: Conn) -> bool:
+        """Whether a NOTIFY sent from another connection to DATABASE_URL reaches `listener`."""
         token = uuid.uuid4().hex
         await listener.execute("LISTEN pgq_probe")
-        async with self.pool.connection() as conn:
+        async with await psycopg.AsyncConnection.connect(self.dsn, **self.kwargs) as conn:
             await conn.execute(PROBE, (token,))
         arrived = False
         async for note in listener.notifies(timeout=PROBE_WAIT):
@@ -280,7 +288,8 @@ class Connections:
     def plan(self) -> str:
         """The connections this worker holds, for the log."""
         s = self.settings
-        parts = [f"{s.pool_size} pooled for claims, heartbeats and outcomes (DATABASE_URL)"]
+        prepared = "" if "prepare_threshold" in self.pool_kwargs else ", prepared statements"
+        parts = [f"{s.pool_size} pooled: claims, heartbeats, outcomes (DATABASE_URL{prepared})"]
         if self.listening is not None:
             source = "PGQ_LISTEN_URL" if self.listening == s.listen_url else "DATABASE_URL"
             parts.append(f"1 LISTEN ({source})")

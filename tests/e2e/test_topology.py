@@ -86,6 +86,9 @@ def test_behind_pgbouncer_with_a_direct_listen_url_jobs_run_once_and_arrive_by_n
     stop(worker)
     log = worker.log()
     assert "1 LISTEN (PGQ_LISTEN_URL), 1 maintenance (PGQ_LISTEN_URL): 5 in all" in log
+    # Prepared statements (they save planning each claim) only where the session is kept.
+    prepared = "outcomes (DATABASE_URL, prepared statements), 1 LISTEN" in log
+    assert prepared == (pool_mode == "session")
     assert "WARNING" not in log and "ERROR" not in log, log
     print(f"pickup through {pool_mode} pooling: {pickup_ms(pgq_conn, late[0]):.1f} ms")
 
