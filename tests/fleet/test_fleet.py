@@ -68,8 +68,7 @@ def test_sixteen_workers_drain_once_while_workers_come_and_go(
         wait_for(lambda: finished() == JOBS, f"all {JOBS} jobs", 240)
 
         outcomes = conn.execute(
-            "SELECT state, attempt, count(*) FROM pgq.job_history WHERE id = ANY(%s)"
-            " GROUP BY 1, 2",
+            "SELECT state, attempt, count(*) FROM pgq.job_history WHERE id = ANY(%s) GROUP BY 1, 2",
             (ids,),
         ).fetchall()
         assert outcomes == [("succeeded", 1, JOBS)]  # each ran once, at its first attempt
