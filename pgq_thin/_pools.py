@@ -135,11 +135,13 @@ class _PooledConnection(psycopg.AsyncConnection[Any]):
 
 
 class _QuietPool(logging.Filter):
-    """Drops the pool's own warning per failed attempt: Outage says it once."""
+    """Drops the pool's own warnings about our connections (one per failed attempt, one per
+    connection found broken): Outage says what happened once."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
-        return not (args and args[0] == POOL_NAME and "connect" in str(record.msg))
+        ours = bool(args) and (args[0] == POOL_NAME or isinstance(args[0], _PooledConnection))
+        return not (ours and "connect" in str(record.msg))
 
 
 logging.getLogger("psycopg.pool").addFilter(_QuietPool())
