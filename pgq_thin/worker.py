@@ -2,7 +2,8 @@
 
 Every state change is a pgq.* call. Loops on one asyncio event loop: claiming (pgq.dequeue
 sized to free capacity, woken by NOTIFY pgq_jobs, polling as the fallback), listening (a
-dedicated LISTEN connection, also for pgq_cancel), heartbeats (pgq.heartbeat for every held
+dedicated LISTEN connection, also for pgq_cancel; which connection goes where, and the wait
+for the database at start, are pgq_thin/_pools.py's), heartbeats (pgq.heartbeat for every held
 job; the ids it no longer holds are stopped; the worker itself in pgq.workers) and the
 OutcomeWriter (batched, fenced writes). Each job runs as its own task (`async def` handlers
 are awaited in it, plain `def` ones on HandlerThreads); a claim is decoded in one go.
@@ -176,14 +177,15 @@ class Worker:
 
     async def run(self) -> int:
         """Serve until stopped; returns the exit status (0 after a clean shutdown)."""
+        started = False
         try:
-            if not await self._start():
+            started = await self._start()
+        finally:
+            if not started:
                 await self._db.close()
-                log.info("worker %s stopped before it started", self.worker_id)
-                return self.exit_code
-        except BaseException:
-            await self._db.close()
-            raise
+        if not started:
+            log.info("worker %s stopped before it started", self.worker_id)
+            return self.exit_code
         self._banner()
         background = [
             asyncio.create_task(self._db.listen(self._on_notify, self._caught_up), name="listener"),
