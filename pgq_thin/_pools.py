@@ -95,7 +95,11 @@ def _problem(dsn: str, what: str, why: str) -> str:
     """One line: what is wrong with `dsn`, the setting it came from, and what to do."""
     if why == NOT_INSTALLED:
         return f"pgq is not installed in {describe(dsn)} ({what}): run `pgq-thin install`"
-    return f"cannot connect to {describe(dsn)} ({what}): {why}"
+    return f"cannot connect to {describe(dsn)} ({what}): {why}{_hint(why)}"
+
+
+def _hint(why: str) -> str:
+    return " (max_connections exhausted?)" if kind(why) == "full" else ""
 
 
 class Outage:
@@ -108,8 +112,7 @@ class Outage:
 
     def failed(self, why: str, meanwhile: str = "") -> None:
         if self.why is None:
-            hint = " (max_connections exhausted?)" if kind(why) == "full" else ""
-            log.warning("%s: %s%s; retrying with backoff%s", self.what, why, hint, meanwhile)
+            log.warning("%s: %s%s; retrying with backoff%s", self.what, why, _hint(why), meanwhile)
         self.why = why
 
     def ended(self) -> None:

@@ -73,12 +73,12 @@ def test_behind_pgbouncer_with_a_direct_listen_url_jobs_run_once_and_arrive_by_n
     start_worker: Start,
 ) -> None:
     bouncer = pgbouncer(pool_mode, pool_size=4)
-    ids = enqueue(pgq_conn, "echo", [{} for _ in range(2000)])
+    ids = enqueue(pgq_conn, "echo", [{} for _ in range(600)])
     worker = start_worker(
         dsn=bouncer.dsn(), target=APP, PGQ_LISTEN_URL=pgq_dsn, PGQ_POLL_INTERVAL=IDLE_POLL,
-        PGQ_BATCH_SIZE="10",  # 200+ claims: psycopg would have prepared the statement by now
+        PGQ_BATCH_SIZE="10",  # 60+ claims: psycopg would have prepared the statement by now
     )  # fmt: skip
-    wait_for(lambda: done(pgq_conn, ids), "2000 jobs through PgBouncer", 90)
+    wait_for(lambda: done(pgq_conn, ids), "600 jobs through PgBouncer", 90)
     assert connections(pgq_conn) == [5]
     late = enqueue_when_idle(pgq_conn, worker)
     wait_for(lambda: done(pgq_conn, late), f"the job enqueued while idle (poll {IDLE_POLL}s)", 20)
@@ -109,8 +109,8 @@ def test_without_notifications_the_worker_polls_often_and_says_why(
     else:
         worker = start_worker(target=APP, PGQ_POLL_INTERVAL=IDLE_POLL, PGQ_LISTEN="off")
         why = "PGQ_LISTEN=off"
-    ids = enqueue(pgq_conn, "echo", [{} for _ in range(500)])
-    wait_for(lambda: done(pgq_conn, ids), "500 jobs", 60)
+    ids = enqueue(pgq_conn, "echo", [{} for _ in range(200)])
+    wait_for(lambda: done(pgq_conn, ids), "200 jobs", 60)
     late = enqueue_when_idle(pgq_conn, worker)
     wait_for(lambda: done(pgq_conn, late), "the job enqueued while idle, by a short poll", 20)
     assert_ran_once(pgq_conn, ids + late)
@@ -155,15 +155,16 @@ def test_with_max_connections_20_twelve_workers_all_stay_and_run_every_job_once(
     throwaway_server.install_schema()
     dsn = throwaway_server.dsn()
     with psycopg.connect(dsn, autocommit=True) as conn:  # held: the server will be full
-        ids = enqueue(conn, "echo", [{"sleep": 0.01} for _ in range(3000)])
+        ids = enqueue(conn, "echo", [{"sleep": 0.01} for _ in range(1000)])
         workers = [
             start_worker(dsn=dsn, target=APP, MAX_CONCURRENT_JOBS="4") for _ in range(12)
         ]  # 12 x 5 connections wanted, 19 to be had
-        wait_for(lambda: done(conn, ids), "3000 jobs on a full server", 180)
+        wait_for(lambda: done(conn, ids), "1000 jobs on a full server", 180)
         assert [w.proc.poll() for w in workers] == [None] * 12
         assert_ran_once(conn, ids)
     logs = "".join(w.log() for w in workers)
     assert "sorry, too many clients already (max_connections exhausted?); retrying" in logs
+    assert "Traceback" not in logs
     for worker in workers:
         stop(worker)
 
@@ -201,9 +202,9 @@ def test_the_previous_release_worker_runs_jobs_once_against_this_schema(
     (tmp_path / "old.tar").write_bytes(archive)
     with tarfile.open(tmp_path / "old.tar") as tar:
         tar.extractall(old, filter="data")
-    ids = enqueue(pgq_conn, "echo", [{} for _ in range(500)])
+    ids = enqueue(pgq_conn, "echo", [{} for _ in range(300)])
     worker = start_worker(target=APP, PYTHONPATH=str(old))
-    wait_for(lambda: done(pgq_conn, ids), "500 jobs by the v0.1.0 worker", 60)
+    wait_for(lambda: done(pgq_conn, ids), "300 jobs by the v0.1.0 worker", 60)
     registered = pgq_conn.execute("SELECT version, connections FROM pgq.workers").fetchall()
     assert registered == [("0.1.0", None)]  # its registration call predates `connections`
     late = enqueue_when_idle(pgq_conn, worker)

@@ -17,7 +17,7 @@ import pytest
 
 from tests.e2e.harness import APP, WorkerProcess, count, enqueue, wait_for
 
-JOBS = 12_000  # a multiple of 4,000 (enqueued 4,000 a call)
+JOBS = 8_000  # a multiple of 4,000 (enqueued 4,000 a call)
 FLEET = 16
 TOPOLOGY_APP = APP.with_name("topology_app.py")
 # A small worker: one pooled connection, LISTEN and maintenance: 3 connections each.
