@@ -57,7 +57,11 @@ class PgBouncer:
         if os.geteuid() == 0:
             cmd = ["runuser", "-u", SERVER_OS_USER, "--", *cmd]
         subprocess.run(cmd, check=True, cwd="/", capture_output=True, timeout=30)
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
 
     def dsn(self, dbname: str | None = None) -> str:
         """The server DSN (or its database `dbname`) through this PgBouncer."""
