@@ -42,9 +42,10 @@ RESULTS = REPO / "bench" / "results" / "topology.json"
 REPORT = RESULTS.with_suffix(".md")
 READING = """
 Reading it: every run kept the machine's 2 cores fully busy (other work included), so the
-fleet table shows where that server saturates: from 2 workers on, more processes add
-connections, not jobs/s. Small workers claim few jobs per call, so a fleet of them moves fewer
-jobs/s than one worker with `MAX_CONCURRENT_JOBS=100` (the PgBouncer table). Through
+fleet table shows where that server saturates: at 1-2 workers already; more processes add
+connections and contention for the same cores, not jobs/s. Small workers claim few jobs
+per call, so a fleet of them moves fewer jobs/s than one worker with
+`MAX_CONCURRENT_JOBS=100` (the PgBouncer table). Through
 PgBouncer in transaction mode the worker runs without prepared statements (psycopg's would
 break there) and every statement crosses one more process on the same cores; pickup with a
 direct LISTEN connection stays within a few milliseconds of a direct connection, while

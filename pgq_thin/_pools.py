@@ -10,7 +10,7 @@ A worker holds `Connections.count` connections (its budget):
   listener within PROBE_WAIT (a transaction pooler hands it to whichever client holds the
   server connection then). If it does not, psycopg's automatic prepared statements (after 5
   runs of a statement) are off; where it does they stay, as they save the planning of every
-  claim (an empty claim takes about half the time prepared: bench/topology.py).
+  claim (an empty claim costs a quarter to a half less prepared: bench/topology.py).
 - one LISTEN connection (pgq_jobs, pgq_cancel): to PGQ_LISTEN_URL when set (straight to
   PostgreSQL while claims go through the pooler; it must pass the same test), else to
   DATABASE_URL when it keeps a session. Without notifications (PGQ_LISTEN=off, or a
