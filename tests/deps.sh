@@ -31,6 +31,7 @@ else
     echo "deps: no PostgreSQL found; the tests start none and skip"
 fi
 need chromium test -x /usr/bin/chromium  # tests/browser (Playwright drives the system browser)
+need pgbouncer test -x /usr/sbin/pgbouncer  # tests/e2e/test_topology.py, bench/topology.py
 
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
