@@ -195,3 +195,15 @@ def test_a_concurrency_limit_holds_across_the_fleet(db: Conn, start: Start, kind
         running += 1 if event == "start" else -1
         peak = max(peak, running)
     assert peak == 2  # the limit, reached and never passed
+
+
+def test_a_result_over_the_size_cap_fails_the_job(db: Conn, start: Start, kind: str) -> None:
+    db.execute("SELECT pgq.configure(max_result_bytes => 200)")
+    small, big = enqueue(db, [{"value": "x"}, {"value": "x" * 300}])
+    worker = start(kind)
+    assert worker.wait(60) == 0, worker.log()
+    done = finished(db, [small, big])
+    assert done[small][:2] == ("succeeded", 1)
+    state, attempt, error, result, _ = done[big]
+    assert (state, attempt, result) == ("failed", 1, None)
+    assert "exceeds max_result_bytes (200)" in error

@@ -53,9 +53,12 @@ psql_args=(-X -q -A -t -v ON_ERROR_STOP=1 -v ep="$entrypoint" -v batch="$batch"
            -v worker="$worker" -v lease="$lease seconds")
 [[ -n $conninfo ]] && psql_args+=(-d "$conninfo")
 
-# One job of -j mode, in its own psql session (run in the background).
+# One job of -j mode, in its own psql session (run in the background). When the database
+# refuses a statement (e.g. a result over max_result_bytes), the job fails with its message.
 run_job() {
-    psql "${psql_args[@]}" -v id="$1" -v token="$2" -v attempt="$3" -v payload="$4" <<'SQL'
+    local err
+    err=$(psql "${psql_args[@]}" -v id="$1" -v token="$2" -v attempt="$3" -v payload="$4" \
+          2>&1 >/dev/null <<'SQL'
 INSERT INTO events (job_id, attempt, event, worker) VALUES (:id, :attempt, 'start', :'worker');
 SELECT pg_sleep(coalesce((:'payload'::jsonb ->> 'sleep')::float8, 0));
 SELECT :attempt <= coalesce((:'payload'::jsonb ->> 'fail_until')::int, 0) AS failing \gset
@@ -67,6 +70,15 @@ SELECT pgq.complete(:id, :'token', jsonb_build_object('value', :'payload'::jsonb
                                                       'attempt', :attempt));
 \endif
 SQL
+    ) || psql "${psql_args[@]}" -v id="$1" -v token="$2" -v error="$err" \
+        <<<"SELECT pgq.fail(:id, :'token', :'error', false)" >/dev/null
+}
+
+# Kills a job's subshell, then its psql (the subshell first: it must not report anything).
+stop_job() {
+    local kids
+    kids=$(pgrep -P "$1" || true)
+    kill -KILL "$1" $kids 2>/dev/null || true
 }
 
 # -j mode: claim up to -b jobs, run each in the background, renew their leases, stop the gone.
@@ -108,8 +120,7 @@ SQL
             tks="{${tks%,}}"
             while IFS=$'\t' read -r id gone; do
                 [[ -n $id && -n ${pids[$id]:-} ]] || continue
-                pkill -KILL -P "${pids[$id]}" 2>/dev/null || true
-                kill -KILL "${pids[$id]}" 2>/dev/null || true
+                stop_job "${pids[$id]}"
                 if [[ $gone == cancelled ]]; then
                     psql "${psql_args[@]}" -v id="$id" -v token="${tokens[$id]}" \
                         <<<"SELECT pgq.fail(:id, :'token', 'cancelled')" >/dev/null
@@ -134,8 +145,7 @@ SQL
         sleep 0.1
     done
     for id in "${!pids[@]}"; do
-        pkill -KILL -P "${pids[$id]}" 2>/dev/null || true
-        kill -KILL "${pids[$id]}" 2>/dev/null || true
+        stop_job "${pids[$id]}"
         psql "${psql_args[@]}" -v id="$id" -v token="${tokens[$id]}" \
             <<<"SELECT pgq.release(ARRAY[:id]::bigint[], ARRAY[:'token']::uuid[])" >/dev/null
     done
