@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv deps node-deps lint test test-fast demo bench
+.PHONY: venv deps lint test test-fast demo bench
 
 venv: $(STAMP)
 
@@ -19,16 +19,6 @@ $(STAMP): pyproject.toml
 deps:
 	@bash tests/deps.sh
 
-# The Node worker's dependencies (examples/node: the npm pg package, from its lockfile), for the
-# conformance scenarios. Without node they are skipped, and this says so.
-node-deps:
-	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
-		echo "node-deps: node/npm not found; the Node worker's conformance scenarios will be skipped"; \
-	elif [ ! -d examples/node/node_modules/pg ] \
-		|| [ examples/node/package-lock.json -nt examples/node/node_modules/.package-lock.json ]; then \
-		cd examples/node && npm ci --no-audit --no-fund --loglevel=error; \
-	fi
-
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -37,7 +27,7 @@ lint: venv
 
 # Every tier (tests/unit, tests/db, tests/e2e, tests/sql, tests/browser); one tier: `.venv/bin/pytest tests/db`
 # or `-m db`. test-fast is the inner loop: no database, seconds.
-test: venv deps node-deps lint
+test: venv deps lint
 	$(BIN)/pytest
 
 test-fast: venv

@@ -41,7 +41,7 @@ def unavailable(kind: str) -> str | None:
         if shutil.which("node") is None:
             return "node not found: the Node worker's scenarios are skipped (install nodejs)"
         if not (NODE_DIR / "node_modules" / "pg").is_dir():
-            return "examples/node has no node_modules: run `make node-deps` (npm ci)"
+            return "examples/node has no node_modules: run `make deps` (npm ci)"
     if kind == "bash" and (shutil.which("bash") is None or shutil.which("psql") is None):
         return "bash or psql not found"
     return None
