@@ -38,7 +38,7 @@ LONG_STALL = 10.0  # a stall still going on after this is reported before it end
 GIVE_UP_EARLY = 0.25
 EXIT_STUCK = 70  # EX_SOFTWARE: the worker ended itself because a handler wedged it
 
-REGISTER = "SELECT pgq.register_worker(%s, %s, %s, %s, %s, %s)"
+REGISTER = "SELECT pgq.register_worker(%s, %s, %s, %s, %s, %s, %s)"
 WORKER_HEARTBEAT = "SELECT pgq.worker_heartbeat(%s, %s)"
 # The jobs no longer held, and why ('cancelled', 'timeout', 'lost', 'finished').
 RENEW = "SELECT job_id, gone FROM pgq.renew(%s, %s, %s) WHERE gone IS NOT NULL"
@@ -62,14 +62,14 @@ class Heartbeats:
     """Every third of a lease (or when poked): the worker's heartbeat, then its jobs' leases."""
 
     def __init__(
-        self, dsn: str, worker_id: str, lease: float, beat: Beat, application_name: str
+        self, dsn: str, connect: dict[str, Any], worker_id: str, lease: float, beat: Beat
     ) -> None:
         self._dsn = dsn
+        self._connect = connect  # psycopg.connect's keyword arguments
         self._worker_id = worker_id
         self._lease = timedelta(seconds=lease)
         self._every = lease / 3
         self._beat = beat
-        self._application_name = application_name
         self._now = threading.Event()
         self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -106,12 +106,7 @@ class Heartbeats:
                 break
             try:
                 if conn is None or conn.closed:
-                    conn = psycopg.connect(
-                        self._dsn,
-                        autocommit=True,
-                        connect_timeout=10,
-                        application_name=self._application_name,
-                    )
+                    conn = psycopg.connect(self._dsn, **self._connect)
                 self._once(conn)
             except TRANSIENT as exc:
                 delay = retry.next()

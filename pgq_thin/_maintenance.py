@@ -64,8 +64,11 @@ Conn = psycopg.AsyncConnection[Any]
 class Maintenance:
     """Runs pgq.reap(), VACUUM of pgq.jobs and pgq.prune() on their intervals (0 turns one off)."""
 
-    def __init__(self, dsn: str, settings: Settings) -> None:
+    def __init__(self, dsn: str, settings: Settings, *, session: bool = True) -> None:
         self.dsn = dsn
+        # Without a session (a transaction pooler) no session lock is held: every worker reaps
+        # (pgq.reap skips what another is reaping).
+        self._session = session
         self.intervals = {
             "reap": settings.reap_interval,
             "vacuum": settings.vacuum_interval,
@@ -123,7 +126,11 @@ class Maintenance:
     async def _connection(self) -> Conn:
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(
-                self.dsn, autocommit=True, connect_timeout=10, application_name=APPLICATION_NAME
+                self.dsn,
+                autocommit=True,
+                connect_timeout=10,
+                application_name=APPLICATION_NAME,
+                prepare_threshold=None,  # through a transaction pooler too (pgq_thin/_pools.py)
             )
             self._vacuumer = self._reaper = False
         return self._conn
@@ -158,7 +165,7 @@ class Maintenance:
 
     async def _reap(self, conn: Conn) -> None:
         """pgq.reap() if this worker is the one that reaps (the others rely on it)."""
-        if not self._reaper:
+        if not self._reaper and self._session:
             self._reaper = bool(await _fetch(conn, TRY_LOCK, REAP_LOCK))
             if not self._reaper:
                 return

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from pgq_thin._retry import REFUSED, TRANSIENT, Retry, kv
+from pgq_thin._retry import TRANSIENT, Retry, kv
 from pgq_thin.app import Job
 from pgq_thin.errors import one_line
 
@@ -29,6 +29,9 @@ FLUSH_DELAY = 0.02  # seconds a completion may wait for others to share its writ
 # Results longer than this (JSON characters) are written on their own: one the database
 # refuses (max_result_bytes) then costs a single round trip, not the batch's.
 ALONE = 256 * 1024
+# A value over a pgq size cap (a result over max_result_bytes): psycopg files SQLSTATE class 54
+# under OperationalError, but no retry can help.
+REFUSED = psycopg.errors.ProgramLimitExceeded
 TIMEOUT = "timeout"  # the error of a try that ran out of time, as the worker and pgq.reap record it
 
 # Batches travel as binary arrays (psycopg dumps those several times faster than text ones).
@@ -179,13 +182,9 @@ class OutcomeWriter:
                     answers = dict(await cur.fetchall())
                 if released:
                     await conn.execute(RELEASE, _leases(released))
-        except TRANSIENT as exc:
-            if not isinstance(exc, REFUSED):
+        except psycopg.Error as exc:
+            if isinstance(exc, TRANSIENT) and not isinstance(exc, REFUSED):
                 raise
-            for outcome in batch:  # an OperationalError no retry helps: one by one
-                await self._write_one(outcome)
-            return
-        except psycopg.Error:
             for outcome in batch:
                 await self._write_one(outcome)
             return
@@ -210,12 +209,9 @@ class OutcomeWriter:
                 else:
                     cur = await conn.execute(RELEASE, ([job.id], [job.lease_token]))
                 row = await cur.fetchone()
-            except REFUSED as exc:
-                self._refused(outcome, exc)
-                return
-            except TRANSIENT:
-                raise
             except psycopg.Error as exc:
+                if isinstance(exc, TRANSIENT) and not isinstance(exc, REFUSED):
+                    raise
                 self._refused(outcome, exc)
                 return
         answer = row[0] if row else None  # fail: its outcome; complete: bool; release: count

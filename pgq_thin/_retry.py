@@ -10,9 +10,6 @@ from pgq_thin.app import Job
 
 # Errors after which the same call may succeed on a new connection.
 TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
-# OperationalErrors that say no to the call itself (SQLSTATE class 54, e.g. a result over
-# max_result_bytes): retrying it would fail forever.
-REFUSED = (psycopg.errors.ProgramLimitExceeded,)
 RETRY_MIN, RETRY_MAX = 0.05, 2.0  # backoff bounds while the database is unreachable, seconds
 
 

@@ -79,10 +79,13 @@ def workers(conn: Connection) -> list[Row]:
 
 
 def stats(conn: Connection) -> Row:
-    """Everything `pgq-thin stats` shows: entrypoints, health, and workers counted by status."""
-    counts = {"alive": 0, "stale": 0, "unregistered": 0}
+    """Everything `pgq-thin stats` shows: entrypoints, health, and workers counted by status,
+    with the connections the live ones hold."""
+    counts = {"alive": 0, "stale": 0, "unregistered": 0, "connections": 0}
     for worker in workers(conn):
         counts[worker["status"]] += 1
+        if worker["status"] == "alive":
+            counts["connections"] += worker["connections"] or 0
     return {
         "now": now(conn),
         "entrypoints": queue_stats(conn),

@@ -31,6 +31,9 @@ else
     echo "deps: no PostgreSQL found; the tests start none and skip"
 fi
 need chromium test -x /usr/bin/chromium  # tests/browser (Playwright drives the system browser)
+need pgbouncer test -x /usr/sbin/pgbouncer  # tests/e2e/test_topology.py, bench/topology.py
+need nodejs have node  # tests/conformance: the Node worker of examples/node
+need npm have npm
 
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
@@ -42,4 +45,13 @@ if [ ${#missing[@]} -gt 0 ]; then
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
+fi
+
+# The Node worker's dependencies (the npm pg package, from examples/node's lockfile).
+node_dir=$(dirname "$0")/../examples/node
+if ! have node || ! have npm; then
+    echo "deps: node/npm not found; the Node worker's conformance scenarios will be skipped"
+elif [ ! -d "$node_dir/node_modules/pg" ] \
+    || [ "$node_dir/package-lock.json" -nt "$node_dir/node_modules/.package-lock.json" ]; then
+    (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
 fi

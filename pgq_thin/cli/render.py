@@ -182,7 +182,8 @@ def health_lines(health: Row, workers: Row, now: datetime, width: int = WIDTH) -
     """Workers by status, expired leases, NOTIFY queue, tuples, and the oldest transaction."""
     lines = [
         f"workers: {workers['alive']} alive, {workers['stale']} stale, "
-        f"{workers['unregistered']} unregistered; expired leases: {health['expired_leases']}",
+        f"{workers['unregistered']} unregistered, {workers['connections']} connections; "
+        f"expired leases: {health['expired_leases']}",
         f"tuples: jobs {health['jobs_live_tuples']} live, {health['jobs_dead_tuples']} dead;"
         f" history {health['history_live_tuples']} live, {health['history_dead_tuples']} dead",
         f"notify queue: {health['notification_queue_usage']:.1%} used",
@@ -225,10 +226,11 @@ def job_lines(jobs: Sequence[Row], now: datetime, width: int = WIDTH) -> list[st
 
 
 WORKER_COLUMNS = [
-    Column("WORKER", 20, "<", name=True),
+    Column("WORKER", 17, "<", name=True),
     Column("STATUS", 12, "<"),
     Column("JOBS", 6, ">"),
-    Column("BEAT", 10, ">"),
+    Column("CONN", 4, ">"),
+    Column("BEAT", 9, ">"),
     Column("UP", 6, ">"),
     Column("VERSION", 8, "<"),
     Column("ENTRYPOINTS", 0, "<"),
@@ -236,12 +238,14 @@ WORKER_COLUMNS = [
 
 
 def worker_lines(workers: Sequence[Row], now: datetime, width: int = WIDTH) -> list[str]:
-    """One line per worker: running jobs (of its concurrency), last heartbeat, uptime."""
+    """One line per worker: running jobs (of its concurrency), connections held, last
+    heartbeat, uptime."""
     rows = [
         [
             w["worker_id"],
             w["status"],
             f"{w['running']}/{w['concurrency']}" if w["concurrency"] else w["running"],
+            w["connections"],
             ago(w["heartbeat_at"], now),
             duration(now - w["started_at"]) if w["started_at"] else "-",
             w["version"],

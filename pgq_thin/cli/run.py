@@ -72,6 +72,26 @@ SETTING_FLAGS = {
         "BOOL",
         "Exit (status 70) when every slot is held by a `def` handler that outlived its job.",
     ),
+    "pool_size": (
+        "N",
+        "Pooled connections for claims, heartbeats and outcomes (1 for a small worker); a "
+        "worker holds this plus one LISTEN and one maintenance connection.",
+    ),
+    "listen": (
+        "auto|off",
+        "auto: LISTEN for new jobs where it works (PGQ_LISTEN_URL, else DATABASE_URL unless a "
+        "transaction pooler drops it); off: poll only, every 0.1s at most.",
+    ),
+    "listen_url": (
+        "URL",
+        "A direct connection for LISTEN and maintenance while DATABASE_URL goes through a "
+        "transaction pooler (PgBouncer).",
+    ),
+    "connect_timeout": (
+        "SECONDS",
+        "At start, how long to wait for a database that is down or without the pgq schema "
+        "(0 = fail at once); a full server is waited for without limit.",
+    ),
 }
 
 
@@ -84,7 +104,7 @@ def setting_options(func: F) -> F:
     for key, (metavar, text) in reversed(SETTING_FLAGS.items()):
         flag = "--" + key.replace("_", "-")
         default = getattr(DEFAULTS, key)
-        shown = "" if key == "database_url" else f" [default: {_show(default)}]"
+        shown = "" if key in ("database_url", "listen_url") else f" [default: {_show(default)}]"
         func = click.option(
             flag, key, metavar=metavar, help=f"{text}{shown} [env: {env_var(key)}]"
         )(func)

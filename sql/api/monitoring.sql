@@ -123,6 +123,7 @@ SELECT coalesce(w.worker_id, r.worker_id) AS worker_id,
        END AS status,
        coalesce(r.running, 0) AS running,
        w.concurrency,
+       w.connections,
        w.entrypoints,
        w.hostname,
        w.pid,
@@ -139,7 +140,8 @@ FULL JOIN (
 ) AS r ON r.worker_id = w.worker_id
 ORDER BY 1;
 
-COMMENT ON VIEW pgq.workers IS 'Registered workers (alive, unhealthy or stale) and unregistered holders of running jobs, with their running count.';
+COMMENT ON VIEW pgq.workers IS
+    'Registered workers (alive, unhealthy or stale) and unregistered holders of running jobs, with their running count, the connections each holds and its stuck slots.';
 
 -- Per minute and entrypoint over the last hour (the current minute included): outcomes, retries,
 -- and p50/p95 of wait (enqueued to last start) and run (last start to finish) times. The window's
@@ -255,7 +257,8 @@ CREATE OR REPLACE FUNCTION pgq.register_worker(
     concurrency integer DEFAULT NULL,
     hostname text DEFAULT NULL,
     pid integer DEFAULT NULL,
-    version text DEFAULT NULL
+    version text DEFAULT NULL,
+    connections integer DEFAULT NULL
 ) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgq, pg_temp
@@ -271,19 +274,24 @@ BEGIN
         RAISE EXCEPTION 'pgq: worker_id is limited to 200 characters, got %', char_length(worker_id)
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
+    IF connections < 0 THEN
+        RAISE EXCEPTION 'pgq: connections must not be negative, got %', connections
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO pgq.worker_registry AS w (worker_id, hostname, pid, entrypoints, concurrency, version,
-                                          started_at, heartbeat_at)
+                                          connections, started_at, heartbeat_at)
     VALUES (register_worker.worker_id, register_worker.hostname, register_worker.pid,
             coalesce(register_worker.entrypoints, '{}'), register_worker.concurrency,
-            register_worker.version, v_now, v_now)
+            register_worker.version, register_worker.connections, v_now, v_now)
     ON CONFLICT ON CONSTRAINT worker_registry_pkey DO UPDATE SET
         hostname = excluded.hostname, pid = excluded.pid, entrypoints = excluded.entrypoints,
         concurrency = excluded.concurrency, version = excluded.version,
+        connections = excluded.connections,
         started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at;
 END
 $$;
-COMMENT ON FUNCTION pgq.register_worker(text, text[], integer, text, integer, text) IS
-    'Registers a worker (hostname, pid, entrypoints, concurrency, version) in pgq.workers; idempotent.';
+COMMENT ON FUNCTION pgq.register_worker(text, text[], integer, text, integer, text, integer) IS
+    'Registers a worker (hostname, pid, entrypoints, concurrency, version, connections held) in pgq.workers; idempotent.';
 
 -- Records that a worker is alive, with how many of its slots are stuck (held by handlers that
 -- outlived their job); false when it is not registered (register it again).
