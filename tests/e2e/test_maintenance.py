@@ -115,10 +115,11 @@ def test_the_worker_vacuums_the_hot_table(db: Conn, start_worker: Start, vacuum:
         vacuums_before = vacuum_stats(db)[0]
         wait_for(lambda ids=ids: finished(db, ids), "the round's jobs to finish")
         high_water.append(heap_pages(db))
-        if vacuum:
+        if vacuum:  # vacuumed since the round began, and no more than the threshold left
+            # (a VACUUM mid-round may leave fewer dead tuples than are worth another one)
             wait_for(
-                lambda n=vacuums_before: (s := vacuum_stats(db))[0] > n and s[1] == 0,
-                "a VACUUM after the round",
+                lambda n=vacuums_before: (s := vacuum_stats(db))[0] > n and s[1] <= 100,
+                "a VACUUM in the round",
             )
         ids = enqueue(db, "async_job", [{}] * 500)
     worker.send(signal.SIGTERM)
