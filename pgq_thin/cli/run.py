@@ -171,8 +171,8 @@ def _expect_app(value: object) -> App:
 @clear_errors
 def run(factory: str, mode: str, config_path: str | None, **flags: str | None) -> None:
     """Serve the App that MODULE:FACTORY gives (a function, sync or async, or an async
-    context manager) until SIGINT/SIGTERM: running jobs get the shutdown grace, then go
-    back to the queue. A second signal exits at once.
+    context manager) until SIGINT/SIGTERM: running jobs get the shutdown grace, then those
+    whose handler stops go back to the queue. A second signal exits at once.
 
     Settings, highest first: flags, environment variables, the config file, defaults.
     """
