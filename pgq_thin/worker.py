@@ -563,7 +563,7 @@ class Worker:
                 what = f"the handler of job {job.id} (entrypoint {job.entrypoint}){where}"
                 return Culprit(what, held.deadline, (job.id, job.lease_token))
         name = f"the worker's {task.get_name()}" if task is not None else "a worker callback"
-        return Culprit(f"{name}{where}")
+        return Culprit(f"{name}{where} (or `def` handler threads busy in Python, holding the GIL)")
 
     def _give_up(self, culprit: Culprit, blocked: float) -> None:
         """Off the loop, before the process ends: fail the job whose handler blocks the loop
