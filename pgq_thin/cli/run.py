@@ -17,9 +17,11 @@ from typing import Any, TypeVar
 import click
 import psycopg
 
+from pgq_thin import _logging
 from pgq_thin._connection import connect
 from pgq_thin.app import App
 from pgq_thin.cli._common import clear_errors
+from pgq_thin.cli.wait import timeout_option, wait_for
 from pgq_thin.config import Settings, env_var, load_settings
 from pgq_thin.errors import PgqError
 from pgq_thin.observer import JobObserver
@@ -51,6 +53,11 @@ SETTING_FLAGS = {
         "Lease per claim, renewed every third of it; a crashed worker's jobs run again after it.",
     ),
     "log_level": ("LEVEL", "DEBUG, INFO, WARNING or ERROR."),
+    "log_format": ("FORMAT", "text, or json: one JSON object per line."),
+    "log_jobs": (
+        "WHICH",
+        "all, or failures: no per-job start/success lines (failures are always logged).",
+    ),
     "metrics_port": (
         "PORT",
         "Serve Prometheus /metrics on this port (needs pgq-thin[metrics]; none = off).",
@@ -148,11 +155,7 @@ def run(factory: str, mode: str, config_path: str | None, **flags: str | None) -
     Settings, highest first: flags, environment variables, the config file, defaults.
     """
     settings = load_settings(flags, config_path=config_path)
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _logging.setup(settings.log_level, settings.log_format, settings.log_jobs)
     target = load_target(factory)
 
     async def serve(observer: JobObserver | None) -> tuple[int, int]:
@@ -160,6 +163,7 @@ def run(factory: str, mode: str, config_path: str | None, **flags: str | None) -
             worker = Worker(
                 app, settings, mode="drain" if mode == "drain" else "forever", observer=observer
             )
+            _logging.set_worker_id(worker.worker_id)
             worker.install_signal_handlers()
             return await worker.run(), worker.lingering_threads
 
@@ -222,6 +226,13 @@ def _run_at(text: str) -> datetime:
 @click.option("--max-attempts", type=click.IntRange(min=1), metavar="N", help="Tries in all.")
 @click.option("--headers", metavar="JSON", help="A JSON object of headers.")
 @click.option(
+    "--wait",
+    "wait_done",
+    is_flag=True,
+    help="Then wait until the job finishes; exit status as `pgq-thin wait`.",
+)
+@timeout_option
+@click.option(
     "--database-url",
     "-d",
     "dsn",
@@ -238,9 +249,12 @@ def enqueue(
     dedupe_key: str | None,
     max_attempts: int | None,
     headers: str | None,
+    wait_done: bool,
+    timeout: float,
     dsn: str | None,
 ) -> None:
-    """Enqueue one job for ENTRYPOINT with a JSON payload; prints the job id."""
+    """Enqueue one job for ENTRYPOINT with a JSON payload; prints the job id (with --wait,
+    then how it ended)."""
     if delay is not None and run_at is not None:
         raise PgqError("give --delay or --run-at, not both")
     body = _json(payload, "payload") if payload is not None else None
@@ -266,3 +280,5 @@ def enqueue(
             raise PgqError(f"enqueue failed: {exc.diag.message_primary or exc}") from exc
         conn.commit()
     click.echo(job_id)
+    if wait_done:
+        sys.exit(wait_for(url, [job_id], timeout, as_json=False))

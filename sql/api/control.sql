@@ -17,6 +17,7 @@ BEGIN
            d.worker_id, d.enqueued_at, d.started_at, pgq.now(), d.last_error, NULL, d.payload, d.headers
     FROM ended AS d;
     IF FOUND THEN
+        PERFORM pgq._notify_done(ARRAY[job_id]);
         RETURN true;
     END IF;
     UPDATE pgq.jobs AS j SET cancel_requested = true WHERE j.id = job_id AND j.state = 'running';

@@ -56,6 +56,7 @@ DECLARE
     v_ids bigint[];
     v_outcomes text[];
     v_ready text[];
+    v_ended bigint[];
 BEGIN
     WITH target AS (
         SELECT j.id, u.error,
@@ -105,11 +106,13 @@ BEGIN
         UNION ALL
         SELECT a.id, a.state, a.entrypoint, false FROM archived AS a
     )
-    SELECT array_agg(s.id), array_agg(s.outcome), array_agg(DISTINCT s.entrypoint) FILTER (WHERE s.ready)
-    INTO v_ids, v_outcomes, v_ready
+    SELECT array_agg(s.id), array_agg(s.outcome), array_agg(DISTINCT s.entrypoint) FILTER (WHERE s.ready),
+           array_agg(s.id) FILTER (WHERE s.outcome <> 'queued')
+    INTO v_ids, v_outcomes, v_ready, v_ended
     FROM settled AS s;
 
     PERFORM pg_notify('pgq_jobs', r.name) FROM unnest(v_ready) AS r(name);
+    PERFORM pgq._notify_done(v_ended);
     RETURN QUERY SELECT * FROM unnest(v_ids, v_outcomes);
 END
 $$;
@@ -128,6 +131,7 @@ AS $$
 DECLARE
     v_now timestamptz := pgq.now();
     v_done integer;
+    v_ended bigint[];
 BEGIN
     PERFORM pgq._check_batch('job_ids, lease_tokens and results', ARRAY[cardinality(job_ids),
         cardinality(lease_tokens), coalesce(cardinality(results), cardinality(job_ids))]);
@@ -147,9 +151,11 @@ BEGIN
                d.started_at, v_now, CASE WHEN d.cancel_requested THEN 'cancelled' END, d.result,
                d.payload, d.headers
         FROM ended AS d
-        RETURNING pgq.job_history.state
+        RETURNING pgq.job_history.id, pgq.job_history.state
     )
-    SELECT count(*) FILTER (WHERE a.state = 'succeeded') INTO v_done FROM archived AS a;
+    SELECT count(*) FILTER (WHERE a.state = 'succeeded'), array_agg(a.id) INTO v_done, v_ended
+    FROM archived AS a;
+    PERFORM pgq._notify_done(v_ended);
     RETURN v_done;
 END
 $$;

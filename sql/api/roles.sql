@@ -52,6 +52,8 @@ GRANT USAGE ON SCHEMA pgq TO pgq_producer, pgq_worker, pgq_monitor, pgq_admin;
 GRANT EXECUTE ON FUNCTION pgq.now, pgq.version TO pgq_producer, pgq_worker, pgq_monitor;
 
 GRANT EXECUTE ON FUNCTION pgq.enqueue, pgq.enqueue_many, pgq.cancel TO pgq_producer;
+-- Waiting for results: producers and monitors read any job's status (pgq.job_status).
+GRANT EXECUTE ON FUNCTION pgq.job_status TO pgq_producer, pgq_monitor;
 
 -- A worker registers its entrypoints' policies at start (pgq.set_entrypoint), so it may also
 -- pause and resume them; it prunes history within the retention pgq_admin sets.

@@ -58,6 +58,7 @@ CALLS = {
     "fingerprint": "SELECT pgq.fingerprint()",
     "retry": "SELECT pgq.retry(0)",  # no such job: raises no_data_found once allowed in
     "configure": "SELECT pgq.configure(worker_stale_after => interval '2 minutes')",
+    "job_status": "SELECT * FROM pgq.job_status(ARRAY[0::bigint])",
     # Internal: called only from inside the other functions, never granted.
     "_check_entrypoints": "SELECT pgq._check_entrypoints(ARRAY['roles'])",
     "_check_batch": "SELECT pgq._check_batch('a and b', ARRAY[1, 1])",
@@ -65,15 +66,16 @@ CALLS = {
     "_lock_held": "SELECT pgq._lock_held('{}', '{}')",
     "_backoff": "SELECT pgq._backoff(1, '1s', 2, '1h', 0)",
     "_record_install": "SELECT pgq._record_install()",
+    "_notify_done": "SELECT pgq._notify_done(ARRAY[0::bigint])",
 }
 ANYONE = {"now", "version"}
-PRODUCER = ANYONE | {"enqueue", "enqueue_many", "cancel"}
+PRODUCER = ANYONE | {"enqueue", "enqueue_many", "cancel", "job_status"}
 WORKER = ANYONE | {
     "dequeue", "promote_due", "reap", "heartbeat", "release", "complete", "complete_many",
     "fail", "fail_many", "register_worker", "worker_heartbeat", "deregister_worker",
     "set_entrypoint", "prune",
 }  # fmt: skip
-MONITOR = ANYONE | {"explain_job", "describe_schema", "fingerprint"}
+MONITOR = ANYONE | {"explain_job", "describe_schema", "fingerprint", "job_status"}
 ALLOWED = {
     "producer": PRODUCER,
     "worker": WORKER,
