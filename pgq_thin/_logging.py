@@ -26,7 +26,9 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 TIMEOUT = "timeout"
 
 
-class _Job(Protocol):
+class JobLike(Protocol):
+    """What logs and traces read of a job (pgq_thin.app.Job has it)."""
+
     @property
     def id(self) -> int: ...
 
@@ -37,7 +39,7 @@ class _Job(Protocol):
     def attempt(self) -> int: ...
 
 
-_current: ContextVar[_Job | None] = ContextVar("pgq_thin_job", default=None)
+_current: ContextVar[JobLike | None] = ContextVar("pgq_thin_job", default=None)
 _worker_id: str | None = None
 
 
@@ -53,7 +55,7 @@ class LogFields(str):
 
 
 @contextmanager
-def job_context(job: _Job) -> Iterator[None]:
+def job_context(job: JobLike) -> Iterator[None]:
     """Records logged meanwhile (in this task, or a handler thread started from it) name `job`."""
     token = _current.set(job)
     try:

@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import cache
 from typing import Any, Protocol
 
-from pgq_thin._logging import outcome_name
+from pgq_thin._logging import JobLike, outcome_name
 from pgq_thin._version import __version__
 
 SYSTEM = "pgq-thin"
@@ -25,16 +25,7 @@ OUTCOME = "pgq_thin.job.outcome"
 ERRORS = ("retried", "failed", "timed out", "refused")  # outcomes whose span status is ERROR
 
 
-class _Job(Protocol):
-    @property
-    def id(self) -> int: ...
-
-    @property
-    def entrypoint(self) -> str: ...
-
-    @property
-    def attempt(self) -> int: ...
-
+class _Job(JobLike, Protocol):
     @property
     def headers(self) -> dict[str, Any]: ...
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -134,6 +134,16 @@ class _Wait:
             return sorted(self.pending)
         return sorted(self.pending & notified)
 
+    def steps(self) -> Generator[list[int] | float, list[Any], None]:
+        """The wait as requests to its LISTENing connection: a list of ids, to be answered with
+        their pgq.job_status rows; a number of seconds, to be answered with the pgq_done
+        payloads received meanwhile (at most one is enough). It ends when the wait is over."""
+        self.seen((yield self.ids))
+        while (delay := self.delay()) is not None:
+            payloads = yield delay
+            if ids := self.to_read(payloads):
+                self.seen((yield ids))
+
     def result(self) -> WaitResult:
         unknown = tuple(i for i in self.ids if i not in self.jobs)
         pending = tuple(i for i in self.ids if i in self.pending)
@@ -190,12 +200,18 @@ def wait(
     if not state.ids:
         return state.result()
     with _listening(target) as conn:
-        state.seen(status(conn, state.ids))
-        while (delay := state.delay()) is not None:
-            notes = [n.payload for n in conn.notifies(timeout=delay, stop_after=1)]
-            if ids := state.to_read(notes):
-                state.seen(status(conn, ids))
-    return state.result()
+        steps = state.steps()
+        request = next(steps)
+        while True:
+            answer: list[Any]
+            if isinstance(request, list):
+                answer = status(conn, request)
+            else:
+                answer = [n.payload for n in conn.notifies(timeout=request, stop_after=1)]
+            try:
+                request = steps.send(answer)
+            except StopIteration:
+                return state.result()
 
 
 @asynccontextmanager
@@ -241,9 +257,15 @@ async def await_jobs(
     if not state.ids:
         return state.result()
     async with _alistening(target) as conn:
-        state.seen(await astatus(conn, state.ids))
-        while (delay := state.delay()) is not None:
-            notes = [n.payload async for n in conn.notifies(timeout=delay, stop_after=1)]
-            if ids := state.to_read(notes):
-                state.seen(await astatus(conn, ids))
-    return state.result()
+        steps = state.steps()
+        request = next(steps)
+        while True:
+            answer: list[Any]
+            if isinstance(request, list):
+                answer = await astatus(conn, request)
+            else:
+                answer = [n.payload async for n in conn.notifies(timeout=request, stop_after=1)]
+            try:
+                request = steps.send(answer)
+            except StopIteration:
+                return state.result()
