@@ -71,6 +71,12 @@ def test_opentelemetry_is_imported_only_when_tracing_is_used() -> None:
     assert run_python(f"import sys, pgq_thin, pgq_thin.worker, pgq_thin.cli; print({loaded})") == (
         "[]"
     )
+    # Installed, but no tracer provider configured: no span, no header.
+    unconfigured = (
+        "from pgq_thin import NewJob, producer, _tracing\n"
+        "print(producer._params([NewJob('a')])['headers'], _tracing.producer_context(['a'], 1))"
+    )
+    assert run_python(unconfigured) == "None {}"
     # Not installed (a None in sys.modules makes its import fail): nothing changes.
     blocked = (
         "import sys; sys.modules['opentelemetry'] = None\n"
