@@ -2,7 +2,8 @@
 
 `Queue.wait` / `AsyncQueue.wait` and `Queue.result` call these; any process can wait for any
 job id, whoever enqueued it. The order of a wait avoids a lost wake-up: LISTEN commits first,
-then the statuses are read, so a job that finishes after that read is always notified.
+then `pgq.watch_jobs` flags the live jobs to be announced and reads every status, so a job
+that finishes after that read is always notified.
 Notifications only say which ids to read again; a connection that cannot LISTEN (a transaction
 pooler drops it silently) still gets every answer by polling.
 """
@@ -26,10 +27,10 @@ from pgq_thin.errors import PgqError
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 CHANNEL = "pgq_done"
 POLL_INTERVAL = 1.0  # seconds between reads of every pending status, notified or not
-STATUS = (
-    "SELECT id, entrypoint, state, attempt, result, error, finished_at"
-    " FROM pgq.job_status(%b::bigint[])"
-)
+COLUMNS = "id, entrypoint, state, attempt, result, error, finished_at"
+STATUS = f"SELECT {COLUMNS} FROM pgq.job_status(%b::bigint[])"
+# The first read of a wait also flags the live jobs to be announced on pgq_done.
+WATCH = f"SELECT {COLUMNS} FROM pgq.watch_jobs(%b::bigint[])"
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,10 @@ class WaitResult:
     @property
     def all_succeeded(self) -> bool:
         return not (self.pending or self.unknown or self.failed)
+
+
+# What a wait asks of its connection next (see _Wait.steps), and what it is answered.
+Steps = Generator[list[int] | float, list[Any], None]
 
 
 def _ids(payload: str) -> list[int] | None:
@@ -134,11 +139,10 @@ class _Wait:
             return sorted(self.pending)
         return sorted(self.pending & notified)
 
-    def steps(self) -> Generator[list[int] | float, list[Any], None]:
-        """The wait as requests to its LISTENing connection: a list of ids, to be answered with
-        their pgq.job_status rows; a number of seconds, to be answered with the pgq_done
-        payloads received meanwhile (at most one is enough). It ends when the wait is over."""
-        self.seen((yield self.ids))
+    def steps(self) -> Steps:
+        """The wait after its first read, as requests to its LISTENing connection: a list of
+        ids, to be answered with their pgq.job_status rows; a number of seconds, to be answered
+        with the pgq_done payloads received meanwhile (one is enough). Ends with the wait."""
         while (delay := self.delay()) is not None:
             payloads = yield delay
             if ids := self.to_read(payloads):
@@ -148,6 +152,14 @@ class _Wait:
         unknown = tuple(i for i in self.ids if i not in self.jobs)
         pending = tuple(i for i in self.ids if i in self.pending)
         return WaitResult(self.jobs, pending, unknown)
+
+
+def _send(steps: Steps, answer: list[Any]) -> list[int] | float | None:
+    """The wait's next request, or None once it is over."""
+    try:
+        return steps.send(answer)
+    except StopIteration:
+        return None
 
 
 def _idle(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
@@ -180,13 +192,13 @@ def _listening(
 
 
 def status(
-    conn: psycopg.Connection[Any] | ConnectionPool[Any], job_ids: list[int]
+    conn: psycopg.Connection[Any] | ConnectionPool[Any], job_ids: list[int], query: str = STATUS
 ) -> list[tuple[Any, ...]]:
     """pgq.job_status rows (in the caller's transaction, given a connection)."""
     if isinstance(conn, ConnectionPool):
         with conn.connection() as borrowed:
-            return status(borrowed, job_ids)
-    return conn.execute(STATUS, (job_ids,)).fetchall()
+            return status(borrowed, job_ids, query)
+    return conn.execute(query, (job_ids,)).fetchall()
 
 
 def wait(
@@ -200,18 +212,17 @@ def wait(
     if not state.ids:
         return state.result()
     with _listening(target) as conn:
+        state.seen(status(conn, state.ids, WATCH))
         steps = state.steps()
-        request = next(steps)
-        while True:
+        request = next(steps, None)
+        while request is not None:
             answer: list[Any]
             if isinstance(request, list):
                 answer = status(conn, request)
             else:
                 answer = [n.payload for n in conn.notifies(timeout=request, stop_after=1)]
-            try:
-                request = steps.send(answer)
-            except StopIteration:
-                return state.result()
+            request = _send(steps, answer)
+    return state.result()
 
 
 @asynccontextmanager
@@ -236,13 +247,15 @@ async def _alistening(
 
 
 async def astatus(
-    conn: psycopg.AsyncConnection[Any] | AsyncConnectionPool[Any], job_ids: list[int]
+    conn: psycopg.AsyncConnection[Any] | AsyncConnectionPool[Any],
+    job_ids: list[int],
+    query: str = STATUS,
 ) -> list[tuple[Any, ...]]:
     """`status` for asyncio."""
     if isinstance(conn, AsyncConnectionPool):
         async with conn.connection() as borrowed:
-            return await astatus(borrowed, job_ids)
-    cur = await conn.execute(STATUS, (job_ids,))
+            return await astatus(borrowed, job_ids, query)
+    cur = await conn.execute(query, (job_ids,))
     return await cur.fetchall()
 
 
@@ -257,15 +270,14 @@ async def await_jobs(
     if not state.ids:
         return state.result()
     async with _alistening(target) as conn:
+        state.seen(await astatus(conn, state.ids, WATCH))
         steps = state.steps()
-        request = next(steps)
-        while True:
+        request = next(steps, None)
+        while request is not None:
             answer: list[Any]
             if isinstance(request, list):
                 answer = await astatus(conn, request)
             else:
                 answer = [n.payload async for n in conn.notifies(timeout=request, stop_after=1)]
-            try:
-                request = steps.send(answer)
-            except StopIteration:
-                return state.result()
+            request = _send(steps, answer)
+    return state.result()

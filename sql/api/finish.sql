@@ -107,7 +107,7 @@ BEGIN
         SELECT a.id, a.state, a.entrypoint, false FROM archived AS a
     )
     SELECT array_agg(s.id), array_agg(s.outcome), array_agg(DISTINCT s.entrypoint) FILTER (WHERE s.ready),
-           array_agg(s.id) FILTER (WHERE s.outcome <> 'queued')
+           (SELECT array_agg(d.id) FROM ended AS d WHERE d.notify_done)
     INTO v_ids, v_outcomes, v_ready, v_ended
     FROM settled AS s;
 
@@ -151,10 +151,11 @@ BEGIN
                d.started_at, v_now, CASE WHEN d.cancel_requested THEN 'cancelled' END, d.result,
                d.payload, d.headers
         FROM ended AS d
-        RETURNING pgq.job_history.id, pgq.job_history.state
+        RETURNING pgq.job_history.state
     )
-    SELECT count(*) FILTER (WHERE a.state = 'succeeded'), array_agg(a.id) INTO v_done, v_ended
-    FROM archived AS a;
+    SELECT (SELECT count(*) FROM archived AS a WHERE a.state = 'succeeded'),
+           (SELECT array_agg(d.id) FROM ended AS d WHERE d.notify_done)
+    INTO v_done, v_ended;
     PERFORM pgq._notify_done(v_ended);
     RETURN v_done;
 END

@@ -1,4 +1,5 @@
-"""pgq.job_status and NOTIFY pgq_done: every path that finishes a job announces it, once."""
+"""pgq.job_status, pgq.watch_jobs and NOTIFY pgq_done: every path that finishes a watched job
+announces it, once; jobs nobody watches finish silently."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ def announced(listener: Conn) -> list[list[int]]:
     ]
 
 
-def test_job_status_answers_live_finished_and_unknown_ids(pgq_conn: Conn) -> None:
+def test_job_status_answers_live_finished_and_unknown_ids_and_watch_flags_live_ones(
+    pgq_conn: Conn,
+) -> None:
     pgq_conn.execute("SELECT pgq.set_entrypoint('a', max_attempts => 2, backoff_base => '1h')")
     ids = [r[0] for r in pgq_conn.execute("SELECT pgq.enqueue('a') FROM generate_series(1, 4)")]
     (done, t1), (retried, t2), (running, _) = claim(pgq_conn, 3)
@@ -38,6 +41,10 @@ def test_job_status_answers_live_finished_and_unknown_ids(pgq_conn: Conn) -> Non
         (running, "running", 1, None, None, False),
         (ids[3], "queued", 0, None, None, False),
     ]
+    watched = pgq_conn.execute(STATUS.replace("job_status", "watch_jobs"), ([*ids, 0],))
+    assert watched.fetchall() == rows
+    flagged = pgq_conn.execute("SELECT id FROM pgq.jobs WHERE notify_done ORDER BY id")
+    assert flagged.fetchall() == [(retried,), (running,), (ids[3],)]
     assert pgq_conn.execute(STATUS, (None,)).fetchall() == []
     assert pgq_conn.execute(STATUS, ([],)).fetchall() == []
 
@@ -49,7 +56,8 @@ def test_every_finishing_path_notifies_its_ids_once_and_retries_do_not(
     conn.execute("SELECT pgq.set_entrypoint('a', max_attempts => 2, backoff_base => '0')")
     with psycopg.connect(pgq_dsn, autocommit=True) as listener:
         listener.execute("LISTEN pgq_done")
-        conn.execute("SELECT pgq.enqueue('a') FROM generate_series(1, 7)")
+        conn.execute("SELECT pgq.enqueue('a') FROM generate_series(1, 8)")
+        conn.execute("SELECT count(*) FROM pgq.watch_jobs(ARRAY(SELECT generate_series(1, 7)))")
         jobs = claim(conn, 6)
         ids = [j[0] for j in jobs]
         tokens = [j[1] for j in jobs]
@@ -70,7 +78,7 @@ def test_every_finishing_path_notifies_its_ids_once_and_retries_do_not(
         assert announced(listener) == [[ids[4]], [ids[5]]]
 
         # A waiting job cancelled; a retried one reaped for good after its lease.
-        [waiting] = conn.execute("SELECT max(id) FROM pgq.jobs").fetchone() or []
+        waiting = 7
         conn.execute("SELECT pgq.cancel(%s)", (waiting,))
         assert announced(listener) == [[waiting]]
         [(again, _)] = claim(conn, 1)
@@ -78,6 +86,11 @@ def test_every_finishing_path_notifies_its_ids_once_and_retries_do_not(
         conn.execute("SET pgq.now = '2100-01-01'")
         assert conn.execute("SELECT pgq.reap()").fetchone() == (1,)
         assert announced(listener) == [[again]]
+
+        # Job 8 is not watched: it finishes silently.
+        [(unwatched, token)] = claim(conn, 1)
+        conn.execute("SELECT pgq.complete(%s, %s)", (unwatched, token))
+        assert unwatched == 8 and announced(listener) == []
 
     states = dict(conn.execute("SELECT id, state FROM pgq.job_history").fetchall())
     assert states == {
@@ -88,6 +101,7 @@ def test_every_finishing_path_notifies_its_ids_once_and_retries_do_not(
         ids[4]: "cancelled",
         ids[5]: "cancelled",
         waiting: "cancelled",
+        unwatched: "succeeded",
     }
 
 
@@ -97,6 +111,7 @@ def test_a_large_statement_splits_its_ids_under_the_payload_limit(
     with psycopg.connect(pgq_dsn, autocommit=True) as listener:
         listener.execute("LISTEN pgq_done")
         pgq_conn.execute("SELECT pgq.enqueue_many(array_fill('a'::text, ARRAY[1000]), NULL)")
+        pgq_conn.execute("SELECT count(*) FROM pgq.watch_jobs(ARRAY(SELECT id FROM pgq.jobs))")
         jobs = claim(pgq_conn, 1000)
         ids = [j[0] for j in jobs]
         pgq_conn.execute("SELECT pgq.complete_many(%s, %s)", (ids, [j[1] for j in jobs]))

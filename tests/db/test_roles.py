@@ -59,6 +59,7 @@ CALLS = {
     "retry": "SELECT pgq.retry(0)",  # no such job: raises no_data_found once allowed in
     "configure": "SELECT pgq.configure(worker_stale_after => interval '2 minutes')",
     "job_status": "SELECT * FROM pgq.job_status(ARRAY[0::bigint])",
+    "watch_jobs": "SELECT * FROM pgq.watch_jobs(ARRAY[0::bigint])",
     # Internal: called only from inside the other functions, never granted.
     "_check_entrypoints": "SELECT pgq._check_entrypoints(ARRAY['roles'])",
     "_check_batch": "SELECT pgq._check_batch('a and b', ARRAY[1, 1])",
@@ -69,7 +70,7 @@ CALLS = {
     "_notify_done": "SELECT pgq._notify_done(ARRAY[0::bigint])",
 }
 ANYONE = {"now", "version"}
-PRODUCER = ANYONE | {"enqueue", "enqueue_many", "cancel", "job_status"}
+PRODUCER = ANYONE | {"enqueue", "enqueue_many", "cancel", "job_status", "watch_jobs"}
 WORKER = ANYONE | {
     "dequeue", "promote_due", "reap", "heartbeat", "release", "complete", "complete_many",
     "fail", "fail_many", "register_worker", "worker_heartbeat", "deregister_worker",

@@ -174,7 +174,10 @@ def test_no_waiting_client_misses_a_completion_under_a_drain_of_50000(
     ids = [i for _ in range(5) for i in enqueue(db, "noop_async", [{}] * 10_000)]
     listener = psycopg.connect(pgq_dsn, autocommit=True)
     listener.execute("LISTEN pgq_done")
-    # Three clients wait for a third each, polling once an hour: only pgq_done wakes them.
+    # Every job is watched before the worker starts (as if its producer asked), so that the
+    # listener above must hear of each. Three clients wait for a third each, polling once an
+    # hour: only pgq_done wakes them.
+    db.execute("SELECT count(*) FROM pgq.watch_jobs(%s)", (ids,))
     waited: dict[int, WaitResult] = {}
 
     def client(n: int) -> None:
