@@ -14,7 +14,7 @@ def run_drain(db: Conn, start_worker: Start, *args: str, **env: str) -> tuple[li
     the worker's pid)."""
     ids = enqueue(db, "noop_async", [{"log": True}]) + enqueue(db, "noop_sync", [{"log": True}])
     ids += enqueue(db, "async_job", [{"fatal": True}])
-    worker = start_worker("--mode", "drain", *args, **env)
+    worker = start_worker("--mode", "drain", *args, WORKER_APP_NOOP="1", **env)
     assert worker.wait() == 0, worker.log()
     return ids, worker.log(), worker.proc.pid
 

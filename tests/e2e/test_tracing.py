@@ -15,23 +15,32 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.util._once import Once
 
 from pgq_thin import App, AsyncQueue, Job, NewJob, Queue, Settings, WaitResult, Worker
 from tests.e2e.harness import Conn
 
 EXPORTER = InMemorySpanExporter()
+PROVIDER = TracerProvider()
+PROVIDER.add_span_processor(SimpleSpanProcessor(EXPORTER))
+
+
+def _unset_tracer_provider() -> None:
+    """Back to no provider, as OpenTelemetry's own tests do (it offers no public way)."""
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
 
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    """The exporter of this process's tracer provider (set once: OpenTelemetry allows one)."""
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
-        trace.set_tracer_provider(provider)
+    """The in-memory exporter of a tracer provider set for this test only: other tests in this
+    process must not find their jobs' headers traced."""
+    _unset_tracer_provider()
+    trace.set_tracer_provider(PROVIDER)
     EXPORTER.clear()
     yield EXPORTER
     EXPORTER.clear()
+    _unset_tracer_provider()
 
 
 def current_span_id() -> str:

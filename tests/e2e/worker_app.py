@@ -4,7 +4,8 @@ Handlers record each start and end in table `events` of the test database (with 
 handlers of this process were running at the start), then follow their payload:
 `sleep` seconds (times WORKER_APP_SLEEP_SCALE), `fail_until` (raise while attempt <= it),
 `fatal` (raise a non-retryable error), `bad_result` / `nul_result` (return what cannot
-be stored). `noop_sync` and `noop_async` do nothing (with `log`: log a line).
+be stored). With WORKER_APP_NOOP set, `noop_sync` and `noop_async` do nothing (with `log`:
+log a line).
 Entrypoint policies come from the JSON in WORKER_APP_POLICY.
 """
 
@@ -106,11 +107,12 @@ async def main() -> AsyncIterator[App]:
                 conn.execute(RECORD, (job.id, job.attempt, "end", 0, os.getpid()))
             return result
 
-        app.entrypoint("noop_sync")(_noop)
+        if os.environ.get("WORKER_APP_NOOP"):
+            app.entrypoint("noop_sync")(_noop)
 
-        @app.entrypoint("noop_async")
-        async def noop_async(job: Job) -> Any:
-            return _noop(job)
+            @app.entrypoint("noop_async")
+            async def noop_async(job: Job) -> Any:
+                return _noop(job)
 
         yield app
 
