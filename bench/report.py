@@ -215,6 +215,23 @@ def machine(r: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
+def analysis(path: Path) -> list[str]:
+    """The hand-written reading of the targets (bench/ANALYSIS.md), if there is one."""
+    if not path.exists():
+        return []
+    return ["## What limits the misses", "", *path.read_text().rstrip().splitlines(), ""]
+
+
+def topic_sections(results: Path) -> list[str]:
+    """The reports of the topic benchmarks (bench/results/*.md, each written by its own script),
+    their headings one level down."""
+    lines: list[str] = []
+    for path in sorted(results.glob("*.md")):
+        text = path.read_text().rstrip().splitlines()
+        lines += [f"#{line}" if line.startswith("#") else line for line in text] + [""]
+    return lines
+
+
 def write(results: Path, out: Path) -> None:
     """Render every results file present into `out`."""
     r = load(results)
@@ -231,6 +248,7 @@ def write(results: Path, out: Path) -> None:
         "",
         *targets(r),
         "",
+        *analysis(HERE / "ANALYSIS.md"),
     ]
     if "drain" in r:
         lines += [
@@ -284,6 +302,7 @@ def write(results: Path, out: Path) -> None:
             *churn_table(r["churn"]),
             "",
         ]
+    lines += topic_sections(results)
     lines += ["## How each system is driven", "", DRIVEN]
     out.write_text("\n".join(lines))
 

@@ -59,10 +59,12 @@ CALLS = {
     "explain_job": "SELECT pgq.explain_job(0)",
     "describe_schema": "SELECT count(*) FROM pgq.describe_schema()",
     "fingerprint": "SELECT pgq.fingerprint()",
+    "tables_fingerprint": "SELECT pgq.tables_fingerprint()",
     "retry": "SELECT pgq.retry(0)",  # no such job: raises no_data_found once allowed in
     "configure": "SELECT pgq.configure(worker_stale_after => interval '2 minutes')",
     "job_status": "SELECT * FROM pgq.job_status(ARRAY[0::bigint])",
     "watch_jobs": "SELECT * FROM pgq.watch_jobs(ARRAY[0::bigint])",
+    "remove_entrypoint": "SELECT pgq.remove_entrypoint('nothing-here')",
     # Internal: called only from inside the other functions, never granted.
     "_check_entrypoints": "SELECT pgq._check_entrypoints(ARRAY['roles'])",
     "_check_batch": "SELECT pgq._check_batch('a and b', ARRAY[1, 1])",
@@ -83,12 +85,18 @@ WORKER = ANYONE | {
     "fail", "fail_many", "register_worker", "worker_heartbeat", "deregister_worker",
     "set_entrypoint", "prune",
 }  # fmt: skip
-MONITOR = ANYONE | {"explain_job", "describe_schema", "fingerprint", "job_status"}
+MONITOR = ANYONE | {
+    "explain_job",
+    "describe_schema",
+    "fingerprint",
+    "tables_fingerprint",
+    "job_status",
+}
 ALLOWED = {
     "producer": PRODUCER,
     "worker": WORKER,
     "monitor": MONITOR,
-    "admin": PRODUCER | WORKER | MONITOR | {"retry", "configure"},
+    "admin": PRODUCER | WORKER | MONITOR | {"retry", "configure", "remove_entrypoint"},
     "nothing": set(),
 }
 READABLE = (
