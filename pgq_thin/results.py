@@ -91,12 +91,17 @@ def _ids(payload: str) -> list[int] | None:
         return None
 
 
+def check_timeout(timeout: float | None) -> None:
+    """Raise unless `timeout` is None or a finite number of seconds > 0."""
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise PgqError(f"timeout must be a number of seconds > 0 (or None), got {timeout}")
+
+
 class _Wait:
     """The bookkeeping of one wait, shared by the blocking and the asyncio loops."""
 
     def __init__(self, job_ids: Iterable[int], timeout: float | None, poll: float) -> None:
-        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
-            raise PgqError(f"timeout must be a number of seconds > 0 (or None), got {timeout}")
+        check_timeout(timeout)
         self.ids = list(dict.fromkeys(int(i) for i in job_ids))
         now = time.monotonic()
         self.deadline = None if timeout is None else now + timeout

@@ -26,6 +26,7 @@ from pgq_thin.config import Settings, env_var, load_settings
 from pgq_thin.errors import PgqError
 from pgq_thin.observer import JobObserver
 from pgq_thin.producer import Queue
+from pgq_thin.results import check_timeout
 from pgq_thin.worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -292,6 +293,8 @@ def enqueue(
     """
     if delay is not None and run_at is not None:
         raise PgqError("give --delay or --run-at, not both")
+    if wait_done:
+        check_timeout(timeout)  # before anything is enqueued
     body = _json(_payload_text(payload), "payload") if payload is not None else None
     header_map = _json(headers, "--headers") if headers is not None else None
     if header_map is not None and not isinstance(header_map, dict):

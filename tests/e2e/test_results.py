@@ -118,6 +118,11 @@ def test_a_wait_that_times_out_says_what_is_still_pending(
         assert refused.stderr == (
             f"pgq-thin: error: timeout must be a number of seconds > 0 (or None), got {bad}.0\n"
         )
+    jobs = "SELECT count(*) FROM pgq.jobs"
+    before = db.execute(jobs).fetchone()
+    refused = cli(pgq_dsn, "enqueue", "async_job", "--wait", "--timeout", "0")
+    assert refused.returncode == 1 and "timeout must be" in refused.stderr
+    assert db.execute(jobs).fetchone() == before  # refused before anything was enqueued
     with pytest.raises(PgqError, match="timeout must be a number of seconds > 0"):
         Queue(db).wait([slow], timeout=0)
     db.execute("SELECT pgq.cancel(%s)", (slow,))
