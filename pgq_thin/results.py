@@ -31,6 +31,8 @@ COLUMNS = "id, entrypoint, state, attempt, result, error, finished_at"
 STATUS = f"SELECT {COLUMNS} FROM pgq.job_status(%b::bigint[])"
 # The first read of a wait also flags the live jobs to be announced on pgq_done.
 WATCH = f"SELECT {COLUMNS} FROM pgq.watch_jobs(%b::bigint[])"
+# READ_ONLY: a role that may read statuses but not flag jobs (pgq_monitor) still waits, by
+# polling and by the notifications of jobs someone else watches.
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,12 @@ def status(
     if isinstance(conn, ConnectionPool):
         with conn.connection() as borrowed:
             return status(borrowed, job_ids, query)
-    return conn.execute(query, (job_ids,)).fetchall()
+    try:
+        return conn.execute(query, (job_ids,)).fetchall()
+    except psycopg.errors.InsufficientPrivilege:
+        if query != WATCH or not conn.autocommit:
+            raise
+        return conn.execute(STATUS, (job_ids,)).fetchall()  # see READ_ONLY
 
 
 def wait(
@@ -260,7 +267,12 @@ async def astatus(
     if isinstance(conn, AsyncConnectionPool):
         async with conn.connection() as borrowed:
             return await astatus(borrowed, job_ids, query)
-    cur = await conn.execute(query, (job_ids,))
+    try:
+        cur = await conn.execute(query, (job_ids,))
+    except psycopg.errors.InsufficientPrivilege:
+        if query != WATCH or not conn.autocommit:
+            raise
+        cur = await conn.execute(STATUS, (job_ids,))  # see READ_ONLY
     return await cur.fetchall()
 
 

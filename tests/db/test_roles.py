@@ -358,3 +358,16 @@ def test_install_grants_and_uninstall_drops_only_unused_roles(
         assert (
             conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'pgq%'").fetchall() == []
         )
+
+
+def test_a_monitor_member_may_wait_by_polling(login_as: LoginAs, pgq_conn: Conn) -> None:
+    # pgq.watch_jobs is a producer's: a monitor's wait reads pgq.job_status instead.
+    pgq_conn.execute("SELECT pgq.enqueue('roles') FROM generate_series(1, 2)")
+    [(done, token)] = pgq_conn.execute(
+        "SELECT id, lease_token FROM pgq.dequeue('{roles}', 1, 'w')"
+    ).fetchall()
+    pgq_conn.execute("SELECT pgq.complete(%s, %s)", (done, token))
+    with psycopg.connect(login_as("monitor"), autocommit=True) as conn:
+        result = Queue(conn).wait([done, done + 1, 999], timeout=0.5)
+    assert result.jobs[done].state == "succeeded"
+    assert (result.pending, result.unknown) == ((done + 1,), (999,))
