@@ -26,7 +26,9 @@ from typing import Any, Literal
 
 import psycopg
 
+from pgq_thin import _tracing
 from pgq_thin._connection import describe
+from pgq_thin._logging import job_context
 from pgq_thin._outcomes import TIMEOUT, Outcome, OutcomeWriter
 from pgq_thin._pools import Connections
 from pgq_thin._retry import TRANSIENT, Retry, kv
@@ -133,6 +135,7 @@ class Worker:
         self.dsn = self._db.dsn
         self.exit_code = 0
         self._observer = observer or JobObserver()  # metrics hooks; the base does nothing
+        self._tracing = _tracing.for_worker()  # OpenTelemetry spans, if it is installed
         self._names = sorted(app.entrypoints)
         self._lease = timedelta(seconds=settings.lease_duration)
         self._held: dict[uuid.UUID, _Held] = {}  # by lease token: one per claim
@@ -340,7 +343,9 @@ class Worker:
             log.info("job started %s", kv(held.job))
         self._observer.started(held.job)
         try:
-            self._report(held, await self._execute(held))
+            with job_context(held.job), self._tracing.attempt(held.job):
+                outcome = await self._execute(held)
+            self._report(held, outcome)
         finally:
             self._end_job(held)
 
@@ -410,6 +415,7 @@ class Worker:
     def _settled(self, outcome: Outcome, answer: str) -> None:
         """The outcome is written (or refused): the claim is over."""
         self._observer.finished(outcome, answer)
+        self._tracing.settled(outcome, answer)
         self._held.pop(outcome.job.lease_token, None)
         if not self._held:
             self._wake.set()  # drain mode may be done

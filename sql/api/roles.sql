@@ -66,6 +66,10 @@ GRANT USAGE ON SCHEMA pgq TO pgq_producer, pgq_worker, pgq_monitor, pgq_admin;
 GRANT EXECUTE ON FUNCTION pgq.now, pgq.version TO pgq_producer, pgq_worker, pgq_monitor;
 
 GRANT EXECUTE ON FUNCTION pgq.enqueue, pgq.enqueue_many, pgq.cancel TO pgq_producer;
+-- Waiting for results: producers and monitors read any job's status (pgq.job_status); a
+-- producer may also ask to be notified when jobs finish (pgq.watch_jobs flags them).
+GRANT EXECUTE ON FUNCTION pgq.job_status TO pgq_producer, pgq_monitor;
+GRANT EXECUTE ON FUNCTION pgq.watch_jobs TO pgq_producer;
 
 -- A worker registers its entrypoints' policies at start (pgq.set_entrypoint), so it may also
 -- pause and resume them; it prunes history within the retention pgq_admin sets.

@@ -62,6 +62,8 @@ CALLS = {
     "tables_fingerprint": "SELECT pgq.tables_fingerprint()",
     "retry": "SELECT pgq.retry(0)",  # no such job: raises no_data_found once allowed in
     "configure": "SELECT pgq.configure(worker_stale_after => interval '2 minutes')",
+    "job_status": "SELECT * FROM pgq.job_status(ARRAY[0::bigint])",
+    "watch_jobs": "SELECT * FROM pgq.watch_jobs(ARRAY[0::bigint])",
     "remove_entrypoint": "SELECT pgq.remove_entrypoint('nothing-here')",
     # Internal: called only from inside the other functions, never granted.
     "_check_entrypoints": "SELECT pgq._check_entrypoints(ARRAY['roles'])",
@@ -73,16 +75,23 @@ CALLS = {
     "_check_results": "SELECT pgq._check_results('{}')",
     "_backoff": "SELECT pgq._backoff(1, '1s', 2, '1h', 0)",
     "_record_install": "SELECT pgq._record_install()",
+    "_notify_done": "SELECT pgq._notify_done(ARRAY[0::bigint])",
 }
 ANYONE = {"now", "version"}
-PRODUCER = ANYONE | {"enqueue", "enqueue_many", "cancel"}
+PRODUCER = ANYONE | {"enqueue", "enqueue_many", "cancel", "job_status", "watch_jobs"}
 WORKER = ANYONE | {
     "claim", "dequeue", "next_due", "promote_due", "reap", "renew", "heartbeat", "release",
     "complete", "complete_many",
     "fail", "fail_many", "register_worker", "worker_heartbeat", "deregister_worker",
     "set_entrypoint", "prune",
 }  # fmt: skip
-MONITOR = ANYONE | {"explain_job", "describe_schema", "fingerprint", "tables_fingerprint"}
+MONITOR = ANYONE | {
+    "explain_job",
+    "describe_schema",
+    "fingerprint",
+    "tables_fingerprint",
+    "job_status",
+}
 ALLOWED = {
     "producer": PRODUCER,
     "worker": WORKER,
@@ -349,3 +358,16 @@ def test_install_grants_and_uninstall_drops_only_unused_roles(
         assert (
             conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'pgq%'").fetchall() == []
         )
+
+
+def test_a_monitor_member_may_wait_by_polling(login_as: LoginAs, pgq_conn: Conn) -> None:
+    # pgq.watch_jobs is a producer's: a monitor's wait reads pgq.job_status instead.
+    pgq_conn.execute("SELECT pgq.enqueue('roles') FROM generate_series(1, 2)")
+    [(done, token)] = pgq_conn.execute(
+        "SELECT id, lease_token FROM pgq.dequeue('{roles}', 1, 'w')"
+    ).fetchall()
+    pgq_conn.execute("SELECT pgq.complete(%s, %s)", (done, token))
+    with psycopg.connect(login_as("monitor"), autocommit=True) as conn:
+        result = Queue(conn).wait([done, done + 1, 999], timeout=0.5)
+    assert result.jobs[done].state == "succeeded"
+    assert (result.pending, result.unknown) == ((done + 1,), (999,))

@@ -4,7 +4,8 @@ Handlers record each start and end in table `events` of the test database (with 
 handlers of this process were running at the start), then follow their payload:
 `sleep` seconds (times WORKER_APP_SLEEP_SCALE), `fail_until` (raise while attempt <= it),
 `fatal` (raise a non-retryable error), `bad_result` / `nul_result` (return what cannot
-be stored).
+be stored). With WORKER_APP_NOOP set, `noop_sync` and `noop_async` do nothing (with `log`:
+log a line).
 Entrypoint policies come from the JSON in WORKER_APP_POLICY.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import threading
 import time
@@ -28,6 +30,8 @@ DSN = os.environ["DATABASE_URL"]
 SCALE = float(os.environ.get("WORKER_APP_SLEEP_SCALE", "1"))
 POLICY: dict[str, dict[str, Any]] = json.loads(os.environ.get("WORKER_APP_POLICY", "{}"))
 RECORD = "INSERT INTO events (job_id, attempt, event, running, pid) VALUES (%s, %s, %s, %s, %s)"
+
+log = logging.getLogger("worker_app")
 
 RETRYABLE = (RuntimeError, psycopg.OperationalError)  # Fatal is not
 
@@ -103,7 +107,21 @@ async def main() -> AsyncIterator[App]:
                 conn.execute(RECORD, (job.id, job.attempt, "end", 0, os.getpid()))
             return result
 
+        if os.environ.get("WORKER_APP_NOOP"):
+            app.entrypoint("noop_sync")(_noop)
+
+            @app.entrypoint("noop_async")
+            async def noop_async(job: Job) -> Any:
+                return _noop(job)
+
         yield app
+
+
+def _noop(job: Job) -> Any:
+    """Nothing, or with payload `log`: one line in the handler's own logger."""
+    if job.payload.get("log"):
+        log.info("handler of %s says hello", job.entrypoint)
+    return None
 
 
 def _policy(name: str) -> dict[str, Any]:
