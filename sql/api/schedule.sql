@@ -49,8 +49,14 @@ BEGIN
             v_to := v_value;
         END LOOP;
         v_from := coalesce(v_from, lo);
-        v_to := CASE WHEN v_parts[1] = '*' OR (v_parts[2] IS NULL AND v_parts[3] IS NOT NULL) THEN hi
-                     ELSE v_to END;
+        -- `*` spans the field; `n/step` runs from n to the field's end (for day-of-week, as
+        -- croniter: Sunday as 0, to Saturday).
+        IF v_parts[1] = '*' THEN
+            v_to := hi;
+        ELSIF v_parts[2] IS NULL AND v_parts[3] IS NOT NULL THEN
+            v_from := CASE WHEN label = 'day-of-week' THEN v_from % 7 ELSE v_from END;
+            v_to := CASE WHEN label = 'day-of-week' THEN 6 ELSE hi END;
+        END IF;
         v_step := coalesce(v_parts[3]::integer, 1);
         IF v_step = 0 THEN
             RAISE EXCEPTION 'pgq: invalid cron expression: % field "%": step 0', label, field
