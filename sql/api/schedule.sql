@@ -509,6 +509,17 @@ $$;
 COMMENT ON FUNCTION pgq.resume_schedule(text) IS
     'Resumes a paused schedule from now (missed ticks do not fire); returns its next run, NULL if there is none.';
 
+-- A tick as the `tick` header shows it: ISO 8601 in UTC, whatever the session's TimeZone.
+CREATE OR REPLACE FUNCTION pgq._tick_text(tick timestamptz) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
+AS $$
+    SELECT to_char(tick AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+$$;
+COMMENT ON FUNCTION pgq._tick_text(timestamptz) IS
+    'A tick as ISO 8601 text in UTC (to the second), as the tick header of a scheduled job holds it.';
+
 -- Enqueues a schedule's job now, outside its timing (its next run is unchanged).
 CREATE OR REPLACE FUNCTION pgq.run_schedule(name text) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
@@ -524,7 +535,7 @@ BEGIN
         RAISE EXCEPTION 'pgq: no schedule named %', to_json(name) USING ERRCODE = 'no_data_found';
     END IF;
     RETURN pgq.enqueue(v_row.entrypoint, v_row.payload, v_row.priority, NULL, NULL,
-                       v_row.headers || jsonb_build_object('schedule', v_row.name, 'tick', v_now),
+                       v_row.headers || jsonb_build_object('schedule', v_row.name, 'tick', pgq._tick_text(v_now)),
                        v_row.max_attempts);
 END
 $$;
@@ -642,7 +653,7 @@ BEGIN
                  array_agg(f.entrypoint ORDER BY k.tick, f.name) AS entrypoints,
                  array_agg(f.payload ORDER BY k.tick, f.name) AS payloads,
                  array_agg(f.priority ORDER BY k.tick, f.name) AS priorities,
-                 array_agg(f.headers || jsonb_build_object('schedule', f.name, 'tick', k.tick)
+                 array_agg(f.headers || jsonb_build_object('schedule', f.name, 'tick', pgq._tick_text(k.tick))
                            ORDER BY k.tick, f.name) AS headers,
                  array_agg(f.max_attempts ORDER BY k.tick, f.name) AS max_attempts
           FROM fired AS f, unnest(f.ticks) AS k(tick)) AS x;
