@@ -10,7 +10,8 @@ PostgreSQL lets only the table's owner, the database owner or a superuser vacuum
 other role gets one warning at start and the loop leaves vacuuming to autovacuum.
 
 Every worker fires due schedules on its own cadence, so a tick fires on time even while every
-worker is busy (dequeue fires them too, when it is called). Every worker calls pgq.prune() (which lets one caller at a time in) until it returns 0;
+worker is busy (dequeue fires them too, when it is called; each tick fires once whoever calls).
+Every worker calls pgq.prune() (which lets one caller at a time in) until it returns 0;
 the retention is the database's (pgq.configure). Errors are logged and retried at the next
 tick; they never stop the worker.
 """
@@ -59,7 +60,7 @@ Conn = psycopg.AsyncConnection[Any]
 
 
 class Maintenance:
-    """Runs VACUUM of pgq.jobs, pgq.prune() and pgq.fire_schedules() on their intervals (0 = off)."""
+    """Runs VACUUM of pgq.jobs, pgq.prune() and pgq.fire_schedules() each on its interval."""
 
     def __init__(self, dsn: str, settings: Settings) -> None:
         self.dsn = dsn

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from pgq_thin import _schedules as schedules
 from pgq_thin._connection import describe, resolve_dsn
 from pgq_thin._maintenance import Maintenance
 from pgq_thin._outcomes import TIMEOUT, Outcome, OutcomeWriter
@@ -240,7 +241,8 @@ class Worker:
         )  # fmt: skip
 
     async def _register(self) -> None:
-        """Store each entrypoint's policy with pgq.set_entrypoint, then register the worker."""
+        """Store each entrypoint's policy (pgq.set_entrypoint) and the app's schedules, then
+        register the worker."""
         try:
             conn = await psycopg.AsyncConnection.connect(
                 self.dsn, autocommit=True, connect_timeout=10, application_name=APPLICATION_NAME
@@ -259,6 +261,7 @@ class Worker:
                 except psycopg.Error as exc:
                     message = exc.diag.message_primary or str(exc)
                     raise PgqError(f"entrypoint {entry.name!r}: {message}") from exc
+            await schedules.register(conn, self.app)
             await conn.execute(REGISTER, self._registration())
 
     def _banner(self) -> None:

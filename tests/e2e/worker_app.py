@@ -5,7 +5,8 @@ handlers of this process were running at the start), then follow their payload:
 `sleep` seconds (times WORKER_APP_SLEEP_SCALE), `fail_until` (raise while attempt <= it),
 `fatal` (raise a non-retryable error), `bad_result` / `nul_result` (return what cannot
 be stored).
-Entrypoint policies come from the JSON in WORKER_APP_POLICY.
+Entrypoint policies come from the JSON in WORKER_APP_POLICY; with WORKER_APP_PERIODIC set,
+`async_job` also runs on that cron schedule (named "ticker").
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pgq_thin import App, Job
 DSN = os.environ["DATABASE_URL"]
 SCALE = float(os.environ.get("WORKER_APP_SLEEP_SCALE", "1"))
 POLICY: dict[str, dict[str, Any]] = json.loads(os.environ.get("WORKER_APP_POLICY", "{}"))
+PERIODIC = os.environ.get("WORKER_APP_PERIODIC")
 RECORD = "INSERT INTO events (job_id, attempt, event, running, pid) VALUES (%s, %s, %s, %s, %s)"
 
 RETRYABLE = (RuntimeError, psycopg.OperationalError)  # Fatal is not
@@ -102,6 +104,9 @@ async def main() -> AsyncIterator[App]:
                     _leave()
                 conn.execute(RECORD, (job.id, job.attempt, "end", 0, os.getpid()))
             return result
+
+        if PERIODIC:  # the schedule test: async_job on WORKER_APP_PERIODIC's cron
+            app.periodic(PERIODIC, name="ticker")(async_job)
 
         yield app
 
