@@ -13,6 +13,7 @@ from pgq_thin.cli._common import clear_errors, database_option
 from pgq_thin.cli.db import db
 from pgq_thin.cli.monitor import cancel, explain, jobs, pause, resume, retry, stats, workers
 from pgq_thin.cli.run import enqueue, run
+from pgq_thin.cli.schedules import schedule, schedules
 from pgq_thin.errors import PgqError
 
 
@@ -125,4 +126,6 @@ def sql_command(from_version: int) -> None:
 
 
 for command in (db, run, enqueue, stats, jobs, explain, retry, cancel, workers, pause, resume):
+    main.add_command(command)
+for command in (schedules, schedule):
     main.add_command(command)

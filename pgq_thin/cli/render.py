@@ -114,7 +114,38 @@ def stats_lines(stats: Row) -> list[str]:
         lines.append("(no entrypoints yet)")
     if any(e["paused"] for e in stats["entrypoints"]):
         lines.append("* paused: no worker claims its jobs until `pgq-thin resume ENTRYPOINT`")
+    if stats["schedules"]:
+        lines += ["", *schedule_lines(stats["schedules"], stats["now"])]
     return [*lines, "", *health_lines(stats["health"], stats["workers"], stats["now"])]
+
+
+SCHEDULE_COLUMNS: list[Column] = [
+    ("SCHEDULE", 0, "<"),
+    ("CRON", 15, "<"),
+    ("ENTRYPOINT", 14, "<"),
+    ("NEXT", 10, ">"),
+    ("LAST", 10, ">"),
+    ("LAST JOB", 9, "<"),
+]
+
+
+def schedule_lines(schedules: Sequence[Row], now: datetime) -> list[str]:
+    """One line per schedule: next run, last tick, its job's state (paused ones marked)."""
+    rows = [
+        [
+            s["name"] + ("*" if s["paused"] else ""),
+            s["cron"] + ("" if s["timezone"] == "UTC" else f" {s['timezone']}"),
+            s["entrypoint"],
+            "paused" if s["paused"] else ago(s["next_run_at"], now),
+            ago(s["last_tick_at"], now),
+            s["last_job_state"] or "-",
+        ]
+        for s in schedules
+    ]
+    lines = table(SCHEDULE_COLUMNS, rows) + ([] if rows else ["(no schedules)"])
+    if any(s["paused"] for s in schedules):
+        lines.append("* paused: no tick fires until `pgq-thin schedule resume NAME`")
+    return lines
 
 
 def health_lines(health: Row, workers: Row, now: datetime) -> list[str]:

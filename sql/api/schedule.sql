@@ -446,9 +446,14 @@ BEGIN
     END IF;
     -- Startup only, a handful of rows: each through the one validating upsert.
     FOR i IN 1 .. v_n LOOP
-        PERFORM pgq._upsert_schedule(names[i], crons[i], schedule_entrypoints[i], payloads[i],
-                                     timezones[i], priorities[i], register_schedules.headers[i],
-                                     register_schedules.max_attempts[i], catch_ups[i], 'app');
+        BEGIN
+            PERFORM pgq._upsert_schedule(names[i], crons[i], schedule_entrypoints[i], payloads[i],
+                                         timezones[i], priorities[i], register_schedules.headers[i],
+                                         register_schedules.max_attempts[i], catch_ups[i], 'app');
+        EXCEPTION WHEN invalid_parameter_value OR null_value_not_allowed OR program_limit_exceeded THEN
+            RAISE EXCEPTION 'pgq: schedule %: %', to_json(names[i]), regexp_replace(SQLERRM, '^pgq: ', '')
+                USING ERRCODE = SQLSTATE;
+        END;
     END LOOP;
     RETURN QUERY
     UPDATE pgq.schedules AS s SET paused = 'no longer declared', updated_at = pgq.now()
