@@ -167,7 +167,6 @@ COMMENT ON FUNCTION pgq._tz_change(timestamptz, timestamptz, text) IS
 CREATE OR REPLACE FUNCTION pgq._cron_next(spec bigint[], after timestamptz, tz text) RETURNS timestamptz
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pgq, pg_temp
-SET jit = off
 SECURITY DEFINER
 AS $$
 DECLARE
@@ -514,17 +513,6 @@ $$;
 COMMENT ON FUNCTION pgq.resume_schedule(text) IS
     'Resumes a paused schedule from now (missed ticks do not fire); returns its next run, NULL if there is none.';
 
--- A tick as the `tick` header shows it: ISO 8601 in UTC, whatever the session's TimeZone.
-CREATE OR REPLACE FUNCTION pgq._tick_text(tick timestamptz) RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pgq, pg_temp
-SECURITY DEFINER
-AS $$
-    SELECT to_char(tick AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
-$$;
-COMMENT ON FUNCTION pgq._tick_text(timestamptz) IS
-    'A tick as ISO 8601 text in UTC (to the second), as the tick header of a scheduled job holds it.';
-
 -- Enqueues a schedule's job now, outside its timing (its next run is unchanged).
 CREATE OR REPLACE FUNCTION pgq.run_schedule(name text) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
@@ -540,24 +528,23 @@ BEGIN
         RAISE EXCEPTION 'pgq: no schedule named %', to_json(name) USING ERRCODE = 'no_data_found';
     END IF;
     RETURN pgq.enqueue(v_row.entrypoint, v_row.payload, v_row.priority, NULL, NULL,
-                       v_row.headers || jsonb_build_object('schedule', v_row.name, 'tick', pgq._tick_text(v_now)),
+                       v_row.headers || jsonb_build_object('schedule', v_row.name, 'tick',
+                                                         to_char(v_now AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
                        v_row.max_attempts);
 END
 $$;
 COMMENT ON FUNCTION pgq.run_schedule(text) IS
     'Enqueues a schedule''s job now (headers: schedule, tick = now), leaving its timing alone; returns the job id.';
 
--- The ticks a due schedule fires now, and its next run after them.
---   latest: the newest tick <= now_at; all: every tick from next_run_at to now_at, oldest first,
---   at most 1000 (later missed ticks are skipped); none: the newest tick only if it is at most a
---   minute late. The next run is the first tick after the last one considered.
-CREATE OR REPLACE FUNCTION pgq._schedule_ticks(
-    spec bigint[], tz text, catch_up text, next_run_at timestamptz, now_at timestamptz,
-    OUT ticks timestamptz[], OUT next timestamptz
+-- The ticks a schedule fires after missing some (`following`, the tick after its next run, is
+-- due too), and its next run after them: all: every tick from next_run_at to now_at, oldest
+-- first, at most 1000 (later missed ticks are skipped); latest and none: the newest tick.
+CREATE OR REPLACE FUNCTION pgq._missed_ticks(
+    spec bigint[], tz text, catch_up text, next_run_at timestamptz, following timestamptz,
+    now_at timestamptz, OUT ticks timestamptz[], OUT next timestamptz
 )
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pgq, pg_temp
-SET jit = off
 SECURITY DEFINER
 AS $$
 DECLARE
@@ -565,12 +552,7 @@ DECLARE
     v_window interval := interval '1 second';
     v_probe timestamptz;
 BEGIN
-    next := pgq._cron_next(spec, v_tick, tz);
-    IF next > now_at THEN  -- on time: one tick (the usual case)
-        ticks := CASE WHEN catch_up = 'none' AND now_at - v_tick > interval '1 minute'
-                      THEN '{}' ELSE ARRAY[v_tick] END;
-        RETURN;
-    END IF;
+    next := following;
     IF catch_up = 'all' THEN
         ticks := ARRAY[v_tick];
         WHILE next <= now_at AND cardinality(ticks) < 1000 LOOP
@@ -600,12 +582,11 @@ BEGIN
         EXIT WHEN next > now_at;
         v_tick := next;
     END LOOP;
-    ticks := CASE WHEN catch_up = 'none' AND now_at - v_tick > interval '1 minute'
-                  THEN '{}' ELSE ARRAY[v_tick] END;
+    ticks := ARRAY[v_tick];
 END
 $$;
-COMMENT ON FUNCTION pgq._schedule_ticks(bigint[], text, text, timestamptz, timestamptz) IS
-    'The ticks a due schedule fires under its catch-up policy, and its next run after them.';
+COMMENT ON FUNCTION pgq._missed_ticks(bigint[], text, text, timestamptz, timestamptz, timestamptz) IS
+    'The ticks a schedule that missed some fires under its catch-up policy (all: at most 1000), and its next run.';
 
 -- Fires every due schedule: enqueues its job(s) and advances its next run in one transaction.
 -- Due rows are locked (SKIP LOCKED), so concurrent callers never fire the same tick twice.
@@ -633,19 +614,37 @@ BEGIN
         RAISE EXCEPTION 'pgq: max_jobs must be between 1 and 100000, got %', max_jobs
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- The due schedules, oldest first, with their ticks. Schedules past max_jobs jobs wait for the
-    -- next call (the first one always fires: a catch-up is never split).
-    WITH due AS (
-        SELECT s.name, s.entrypoint, s.payload, s.priority, s.headers, s.max_attempts, t.ticks, t.next,
-               sum(cardinality(t.ticks)) OVER (ORDER BY s.next_run_at, s.name) AS total
+    -- The due schedules, oldest first, with their ticks: on time (the tick after the due one is
+    -- still ahead), the due tick; otherwise by catch-up policy, where `none` keeps only a tick at
+    -- most a minute late. Schedules past max_jobs jobs wait for the next call (the first one
+    -- always fires: a catch-up is never split).
+    WITH locked AS (
+        SELECT s.*, pgq._cron_next(s.cron_spec, s.next_run_at, s.timezone) AS following
         FROM (SELECT * FROM pgq.schedules AS s
               WHERE s.paused IS NULL AND s.next_run_at <= v_now
               ORDER BY s.next_run_at
               LIMIT max_jobs
               FOR UPDATE SKIP LOCKED) AS s
-        CROSS JOIN LATERAL pgq._schedule_ticks(s.cron_spec, s.timezone, s.catch_up, s.next_run_at, v_now) AS t
+    ), planned AS (
+        SELECT l.*, t.ticks, t.next
+        FROM locked AS l
+        CROSS JOIN LATERAL (
+            SELECT ARRAY[l.next_run_at] AS ticks, l.following AS next WHERE l.following > v_now
+            UNION ALL
+            SELECT m.ticks, m.next
+            FROM pgq._missed_ticks(l.cron_spec, l.timezone, l.catch_up, l.next_run_at, l.following, v_now) AS m
+            WHERE l.following <= v_now
+        ) AS t
+    ), due AS (
+        SELECT p.name, p.entrypoint, p.payload, p.priority, p.headers, p.max_attempts, p.next,
+               p.next_run_at,
+               CASE WHEN p.catch_up = 'none' AND v_now - p.ticks[1] > interval '1 minute'
+                    THEN '{}' ELSE p.ticks END AS ticks
+        FROM planned AS p
     ), fired AS MATERIALIZED (
-        SELECT d.* FROM due AS d WHERE d.total <= max_jobs OR d.total = cardinality(d.ticks)
+        SELECT d.* FROM (SELECT d.*, sum(cardinality(d.ticks)) OVER (ORDER BY d.next_run_at, d.name) AS total
+                         FROM due AS d) AS d
+        WHERE d.total <= max_jobs OR d.total = cardinality(d.ticks)
     )
     SELECT (SELECT array_agg(f.name) FROM fired AS f),
            (SELECT array_agg(f.next) FROM fired AS f),
@@ -658,7 +657,8 @@ BEGIN
                  array_agg(f.entrypoint ORDER BY k.tick, f.name) AS entrypoints,
                  array_agg(f.payload ORDER BY k.tick, f.name) AS payloads,
                  array_agg(f.priority ORDER BY k.tick, f.name) AS priorities,
-                 array_agg(f.headers || jsonb_build_object('schedule', f.name, 'tick', pgq._tick_text(k.tick))
+                 array_agg(f.headers || jsonb_build_object('schedule', f.name, 'tick',
+                                                     to_char(k.tick AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
                            ORDER BY k.tick, f.name) AS headers,
                  array_agg(f.max_attempts ORDER BY k.tick, f.name) AS max_attempts
           FROM fired AS f, unnest(f.ticks) AS k(tick)) AS x;

@@ -81,9 +81,8 @@ CALLS = {
     "_check_timezone": "SELECT pgq._check_timezone('UTC')",
     "_upsert_schedule": "SELECT pgq._upsert_schedule("
     "'r', '@daily', 'r', '{}', 'UTC', 0, '{}', 1, 'all', 'sql')",
-    "_tick_text": "SELECT pgq._tick_text(now())",
-    "_schedule_ticks": "SELECT * FROM pgq._schedule_ticks("
-    "'{1,1,1,2,2,1,0}', 'UTC', 'all', now(), now())",
+    "_missed_ticks": "SELECT * FROM pgq._missed_ticks("
+    "'{1,1,1,2,2,1,0}', 'UTC', 'all', now(), now(), now())",
 }
 ANYONE = {"now", "version", "cron_next"}
 PRODUCER = ANYONE | {"enqueue", "enqueue_many", "cancel"}

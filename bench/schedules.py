@@ -1,0 +1,102 @@
+"""Schedules: pgq.fire_schedules with 10,000 schedules due in one call, and what 10,000
+schedules that are not due cost dequeue (claim + complete throughput and dequeue time, rounds
+alternating with and without them, side by side in one run).
+
+    .venv/bin/python bench/schedules.py [--rounds 3] [--seconds 5] [--clients 4]
+
+Uses bench/sql_floor.py's database (`pgq_bench`, created and dropped), its pgbench claim +
+complete script and its dequeue timing. Results go to bench/results/schedules.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+import sql_floor  # bench/ is the script's directory, so on the path
+
+HERE = Path(__file__).resolve().parent
+N = 10_000
+# Schedules created at T0; at T0 + 1 minute every one of them is due.
+T0 = "2030-01-01 00:00:00+00"
+CREATE = (
+    "SELECT count(pgq.schedule('s' || g, %s, 'target' || (g %% 10), jsonb_build_object('n', g)))"
+    " FROM generate_series(1, %s) AS g"
+)
+
+
+def set_schedules(conn: psycopg.Connection[tuple[object, ...]], cron: str | None) -> None:
+    """N schedules on `cron` created at T0 (none if cron is None); the queue emptied."""
+    conn.execute("TRUNCATE pgq.schedules, pgq.jobs, pgq.job_history")
+    if cron is not None:
+        conn.execute("SELECT set_config('pgq.now', %s, false)", (T0,))
+        conn.execute(CREATE, (cron, N))
+        conn.execute("RESET pgq.now")
+    conn.execute("VACUUM ANALYZE pgq.schedules")
+
+
+def fire_ms(conn: psycopg.Connection[tuple[object, ...]]) -> float:
+    """One pgq.fire_schedules call with N schedules due: milliseconds (and all N fired)."""
+    set_schedules(conn, "* * * * *")
+    conn.execute("SELECT set_config('pgq.now', '2030-01-01 00:01:00.5+00', false)")
+    start = time.perf_counter()
+    row = conn.execute("SELECT pgq.fire_schedules(%s)", (N,)).fetchone()
+    elapsed = time.perf_counter() - start
+    conn.execute("RESET pgq.now")
+    assert row == (N,), row
+    return elapsed * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+
+    sql_floor.reset_database()
+    dsn = sql_floor.bench_dsn()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        fire = [fire_ms(conn) for _ in range(args.rounds)]
+    print(f"fire_schedules({N} due): {fire} ms", file=sys.stderr)
+
+    rates: dict[str, list[float]] = {"none": [], "10k_not_due": []}
+    dequeue: dict[str, list[float]] = {"none": [], "10k_not_due": []}
+    for rnd in range(args.rounds):
+        for case, cron in (("none", None), ("10k_not_due", "0 0 1 1 *")):
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                set_schedules(conn, cron)
+            sql_floor.fill("pgq", args.seconds * 120)
+            rates[case].append(sql_floor.pgbench("pgq", args.clients, args.seconds))
+            dequeue[case].append(sql_floor.dequeue_ms(1_000))
+            print(
+                f"round {rnd + 1} {case}: {rates[case][-1]:,.0f} jobs/s,"
+                f" dequeue(100) {dequeue[case][-1]:.3f} ms",
+                file=sys.stderr,
+            )
+    ratios = [s / n for s, n in zip(rates["10k_not_due"], rates["none"], strict=True)]
+    result = {
+        "command": " ".join(["python", "bench/schedules.py", *sys.argv[1:]]),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "fire_schedules_10k_due_ms": fire,
+        "claim_complete_jobs_per_second": rates,
+        "throughput_ratio_10k_not_due_vs_none": ratios,
+        "dequeue_100_ms_median_at_1k_depth": dequeue,
+    }
+    with psycopg.connect(sql_floor.admin_dsn(), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {sql_floor.DB}")
+    out = HERE / "results" / "schedules.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
