@@ -67,7 +67,10 @@ demo: venv
 	echo "enqueued jobs $$ids; running examples/consumer.py until nothing is left to claim"; \
 	(cd examples && ../$(BIN)/pgq-thin run consumer:main --mode drain); \
 	echo "summary:"; \
-	$(BIN)/python examples/summary.py $$ids
+	$(BIN)/python examples/summary.py $$ids; \
+	echo "the periodic job (schedule every-second, fired by the database while the worker ran):"; \
+	$(BIN)/pgq-thin schedules; \
+	$(BIN)/pgq-thin jobs --entrypoint tick --limit 3
 
 # Benchmarks against PgQueuer, procrastinate and the SQL floor (bench/RESULTS.md): a short run
 # of a few minutes by default, the full one with BENCH=full. Peers go into bench/.peers/.
