@@ -1,11 +1,11 @@
 """Schedules: pgq.fire_schedules with 10,000 schedules due in one call, and what 10,000
-schedules that are not due cost dequeue (claim + complete throughput and dequeue time, rounds
-alternating with and without them, side by side in one run).
+schedules that are not due cost dequeue (claim + complete throughput, dequeue time, and the
+time of a dequeue that finds nothing; rounds alternate with and without them in one run).
 
     .venv/bin/python bench/schedules.py [--rounds 3] [--seconds 5] [--clients 4]
 
-Uses bench/sql_floor.py's database (`pgq_bench`, created and dropped), its pgbench claim +
-complete script and its dequeue timing. Results go to bench/results/schedules.json.
+Uses bench/sql_floor.py's database setup (as `pgq_bench_schedules`, created and dropped), its
+pgbench claim + complete script and its dequeue timing. Results go to bench/results/schedules.json.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 import psycopg
-
 import sql_floor  # bench/ is the script's directory, so on the path
 
 HERE = Path(__file__).resolve().parent
+sql_floor.DB = "pgq_bench_schedules"  # its own database: sql_floor.py may run at the same time
 N = 10_000
 # Schedules created at T0; at T0 + 1 minute every one of them is due.
 T0 = "2030-01-01 00:00:00+00"
@@ -55,6 +55,17 @@ def fire_ms(conn: psycopg.Connection[tuple[object, ...]]) -> float:
     return elapsed * 1000
 
 
+def empty_dequeue_us(conn: psycopg.Connection[tuple[object, ...]], calls: int = 2000) -> float:
+    """Median time of a dequeue that finds nothing (where the schedule probe weighs most)."""
+    conn.execute("TRUNCATE pgq.jobs")
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        conn.execute("SELECT count(*) FROM pgq.dequeue(ARRAY['bench'], 100, 'bench')").fetchone()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -70,16 +81,18 @@ def main() -> None:
 
     rates: dict[str, list[float]] = {"none": [], "10k_not_due": []}
     dequeue: dict[str, list[float]] = {"none": [], "10k_not_due": []}
+    empty: dict[str, list[float]] = {"none": [], "10k_not_due": []}
     for rnd in range(args.rounds):
         for case, cron in (("none", None), ("10k_not_due", "0 0 1 1 *")):
             with psycopg.connect(dsn, autocommit=True) as conn:
                 set_schedules(conn, cron)
+                empty[case].append(empty_dequeue_us(conn))
             sql_floor.fill("pgq", args.seconds * 120)
             rates[case].append(sql_floor.pgbench("pgq", args.clients, args.seconds))
             dequeue[case].append(sql_floor.dequeue_ms(1_000))
             print(
                 f"round {rnd + 1} {case}: {rates[case][-1]:,.0f} jobs/s,"
-                f" dequeue(100) {dequeue[case][-1]:.3f} ms",
+                f" dequeue(100) {dequeue[case][-1]:.3f} ms, empty dequeue {empty[case][-1]:.0f} us",
                 file=sys.stderr,
             )
     ratios = [s / n for s, n in zip(rates["10k_not_due"], rates["none"], strict=True)]
@@ -90,6 +103,8 @@ def main() -> None:
         "claim_complete_jobs_per_second": rates,
         "throughput_ratio_10k_not_due_vs_none": ratios,
         "dequeue_100_ms_median_at_1k_depth": dequeue,
+        "empty_dequeue_us_median": empty,
+        "note": "2-core machine shared with other agents' work: compare rounds side by side",
     }
     with psycopg.connect(sql_floor.admin_dsn(), autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {sql_floor.DB}")

@@ -309,8 +309,8 @@ SECURITY DEFINER
 AS $$
 BEGIN
     PERFORM pgq._check_timezone(timezone);
-    IF after IS NULL OR NOT isfinite(after) THEN
-        RAISE EXCEPTION 'pgq: after must be a finite time, got %', coalesce(after::text, 'NULL')
+    IF after IS NULL OR NOT after BETWEEN timestamptz '0001-01-01 00:00:00+00' AND timestamptz '100000-01-01 00:00:00+00' THEN
+        RAISE EXCEPTION 'pgq: after must be a time between the years 1 and 100000, got %', coalesce(after::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     RETURN pgq._cron_next(pgq._cron_parse(expr), after, timezone);
