@@ -24,9 +24,7 @@ classic cron (and from pgq) in these ways, adjusted for in the oracle and each t
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -182,20 +180,11 @@ def cron_next_many(conn: Conn, cases: list[tuple[str, datetime, str]]) -> list[d
     return [r[0] for r in rows]
 
 
-@pytest.fixture(scope="module")
-def cron_conn(pgq_server: Any, pgq_template: str) -> Iterator[Conn]:
-    """One database and connection for the whole module (cron_next writes nothing)."""
-    name = f"pgq_cron_{os.getpid()}"
-    janitor = pgq_server.janitor(name, template_dbname=pgq_template)
-    janitor.drop()
-    janitor.init()
-    try:
-        with psycopg.connect(pgq_server.dsn(name), autocommit=True) as conn:
-            conn.execute("SET TimeZone = 'UTC'")
-            conn.execute(TRY_NEXT)
-            yield conn
-    finally:
-        janitor.drop()
+@pytest.fixture
+def cron_conn(pgq_conn: Conn) -> Conn:
+    pgq_conn.execute("SET TimeZone = 'UTC'")
+    pgq_conn.execute(TRY_NEXT)
+    return pgq_conn
 
 
 compared = {"n": 0}
@@ -205,7 +194,8 @@ compared = {"n": 0}
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
           phases=[Phase.explicit, Phase.generate],
           suppress_health_check=[HealthCheck.data_too_large, HealthCheck.too_slow,
-                                 HealthCheck.large_base_example])  # fmt: skip
+                                 HealthCheck.large_base_example,
+                                 HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(st.lists(CASE, min_size=BATCH, max_size=BATCH))
 def test_cron_next_agrees_with_croniter(
     cron_conn: Conn, cases: list[tuple[str, datetime, str]]
