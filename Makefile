@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-# Debian packages the SQL tests use (plpgsql_check, pgTAP + pg_prove), for the
+# Debian packages the tests use (plpgsql_check, pgTAP + pg_prove, SkyTools PgQ for the
+# living-beside-PgQ test in tests/db/test_neighbours.py), for the
 # PostgreSQL major version actually installed. Root only; skipped otherwise.
 # PG_MAJOR overrides the detected version (highest /usr/lib/postgresql/N with a server).
 deps:
@@ -32,6 +33,8 @@ deps:
 	[ -f /usr/share/postgresql/$$pgver/extension/pgtap.control ] \
 		|| missing="$$missing postgresql-$$pgver-pgtap"; \
 	command -v pg_prove >/dev/null || missing="$$missing pgtap"; \
+	[ -f /usr/share/postgresql/$$pgver/extension/pgq.control ] \
+		|| missing="$$missing postgresql-$$pgver-pgq3"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
 		echo "deps: missing$$missing (not root or no apt-get; install them yourself); skipping"; \
@@ -54,6 +57,8 @@ test: venv deps lint
 test-fast: venv
 	$(BIN)/pytest -q tests/unit
 
+# Ends by printing the commands to try next, runnable as printed from this directory
+# (tests/e2e/test_demo.py runs them).
 demo: venv
 	@set -e; \
 	if [ -z "$$DATABASE_URL" ]; then \
@@ -70,7 +75,14 @@ demo: venv
 	$(BIN)/python examples/summary.py $$ids; \
 	echo "the periodic job (schedule every-second, fired by the database while the worker ran):"; \
 	$(BIN)/pgq-thin schedules; \
-	$(BIN)/pgq-thin jobs --entrypoint tick --limit 3
+	$(BIN)/pgq-thin jobs --entrypoint tick --limit 3; \
+	echo; \
+	echo "next, from this directory (pgq-thin is in $(BIN)/; \`source $(BIN)/activate\` puts it on PATH):"; \
+	echo "  $(BIN)/pgq-thin stats"; \
+	echo "  $(BIN)/pgq-thin jobs --limit 5"; \
+	echo "  $(BIN)/pgq-thin enqueue greet '{\"name\": \"you\"}'"; \
+	echo "  (cd examples && ../$(BIN)/pgq-thin run consumer:main --mode drain)"; \
+	if [ -z "$(DATABASE_URL)" ]; then echo "  $(BIN)/pgq-thin db stop"; fi
 
 # Benchmarks against PgQueuer, procrastinate and the SQL floor (bench/RESULTS.md): a short run
 # of a few minutes by default, the full one with BENCH=full. Peers go into bench/.peers/.

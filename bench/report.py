@@ -215,6 +215,13 @@ def machine(r: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
+def analysis(path: Path) -> list[str]:
+    """The hand-written reading of the targets (bench/ANALYSIS.md), if there is one."""
+    if not path.exists():
+        return []
+    return ["## What limits the misses", "", *path.read_text().rstrip().splitlines(), ""]
+
+
 def write(results: Path, out: Path) -> None:
     """Render every results file present into `out`."""
     r = load(results)
@@ -231,6 +238,7 @@ def write(results: Path, out: Path) -> None:
         "",
         *targets(r),
         "",
+        *analysis(HERE / "ANALYSIS.md"),
     ]
     if "drain" in r:
         lines += [

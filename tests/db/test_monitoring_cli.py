@@ -194,10 +194,10 @@ def test_pause_and_resume(pgq_conn: Conn, pgq_dsn: str) -> None:
     assert claim(pgq_conn, "mail", 5, "w1") == []
     assert cli(pgq_dsn, "resume", "mail").stdout == "resumed mail\n"
     assert len(claim(pgq_conn, "mail", 5, "w1")) == 2
-    ghost = json.loads(cli(pgq_dsn, "pause", "ghost", "--json").stdout)
+    ghost = json.loads(cli(pgq_dsn, "pause", "ghost", "--create", "--json").stdout)
     assert ghost == {"entrypoint": "ghost", "paused": True, "known": False}
     assert cli(pgq_dsn, "pause", "ghost").stdout == "paused ghost\n"
-    assert "it has no jobs or policy yet" in cli(pgq_dsn, "resume", "nobody").stdout
+    assert "rerun with --create" in cli(pgq_dsn, "resume", "nobody", code=1).stderr
 
 
 def test_missing_schema_is_one_clear_line(pgq_conn: Conn, pgq_dsn: str) -> None:

@@ -39,7 +39,10 @@ CALLS = {
     "enqueue": "SELECT pgq.enqueue('roles')",
     "enqueue_many": "SELECT pgq.enqueue_many(ARRAY['roles'], ARRAY['{}'::jsonb])",
     "cancel": "SELECT pgq.cancel(0)",
+    "claim": "SELECT * FROM pgq.claim(ARRAY['roles'], 1, 'w')",
     "dequeue": "SELECT * FROM pgq.dequeue(ARRAY['roles'], 1, 'w')",
+    "next_due": "SELECT pgq.next_due(ARRAY['roles'])",
+    "renew": "SELECT * FROM pgq.renew(ARRAY[0::bigint], ARRAY[gen_random_uuid()])",
     "promote_due": "SELECT pgq.promote_due()",
     "reap": "SELECT pgq.reap()",
     "heartbeat": "SELECT * FROM pgq.heartbeat(ARRAY[0::bigint], ARRAY[gen_random_uuid()])",
@@ -56,6 +59,7 @@ CALLS = {
     "explain_job": "SELECT pgq.explain_job(0)",
     "describe_schema": "SELECT count(*) FROM pgq.describe_schema()",
     "fingerprint": "SELECT pgq.fingerprint()",
+    "tables_fingerprint": "SELECT pgq.tables_fingerprint()",
     "retry": "SELECT pgq.retry(0)",  # no such job: raises no_data_found once allowed in
     "configure": "SELECT pgq.configure(worker_stale_after => interval '2 minutes')",
     "cron_next": "SELECT pgq.cron_next('@daily', now())",
@@ -67,11 +71,15 @@ CALLS = {
     "resume_schedule": "SELECT pgq.resume_schedule('roles')",
     "run_schedule": "SELECT pgq.run_schedule('roles')",
     "unschedule": "SELECT pgq.unschedule('roles')",
+    "remove_entrypoint": "SELECT pgq.remove_entrypoint('nothing-here')",
     # Internal: called only from inside the other functions, never granted.
     "_check_entrypoints": "SELECT pgq._check_entrypoints(ARRAY['roles'])",
     "_check_batch": "SELECT pgq._check_batch('a and b', ARRAY[1, 1])",
     "_settle_failures": "SELECT * FROM pgq._settle_failures('{}', '{}', '{}')",
     "_lock_held": "SELECT pgq._lock_held('{}', '{}')",
+    "_archive": "SELECT * FROM pgq._archive(true, '{}', '{}', NULL, NULL, NULL)",
+    "_expire": "SELECT * FROM pgq._expire('{}')",
+    "_check_results": "SELECT pgq._check_results('{}')",
     "_backoff": "SELECT pgq._backoff(1, '1s', 2, '1h', 0)",
     "_record_install": "SELECT pgq._record_install()",
     "_cron_field": "SELECT pgq._cron_field('*', 'minute', 0, 59)",
@@ -87,17 +95,18 @@ CALLS = {
 ANYONE = {"now", "version", "cron_next"}
 PRODUCER = ANYONE | {"enqueue", "enqueue_many", "cancel"}
 WORKER = ANYONE | {
-    "dequeue", "promote_due", "reap", "heartbeat", "release", "complete", "complete_many",
+    "claim", "dequeue", "next_due", "promote_due", "reap", "renew", "heartbeat", "release",
+    "complete", "complete_many",
     "fail", "fail_many", "register_worker", "worker_heartbeat", "deregister_worker",
     "set_entrypoint", "prune", "fire_schedules", "register_schedules",
 }  # fmt: skip
-MONITOR = ANYONE | {"explain_job", "describe_schema", "fingerprint"}
+MONITOR = ANYONE | {"explain_job", "describe_schema", "fingerprint", "tables_fingerprint"}
 SCHEDULING = {"schedule", "pause_schedule", "resume_schedule", "run_schedule", "unschedule"}
 ALLOWED = {
     "producer": PRODUCER,
     "worker": WORKER,
     "monitor": MONITOR,
-    "admin": PRODUCER | WORKER | MONITOR | {"retry", "configure"} | SCHEDULING,
+    "admin": PRODUCER | WORKER | MONITOR | {"retry", "configure", "remove_entrypoint"} | SCHEDULING,
     "nothing": set(),
 }
 READABLE = (
