@@ -355,9 +355,11 @@ BEGIN
         RAISE EXCEPTION 'pgq: payload must not be NULL and headers must be a JSON object'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- The headers as a job will carry them (with schedule and tick, always 20 characters).
     IF pg_column_size(payload) > (SELECT st.max_payload_bytes FROM pgq.settings AS st)
-        OR pg_column_size(headers) > (SELECT st.max_headers_bytes FROM pgq.settings AS st) THEN
-        RAISE EXCEPTION 'pgq: payload or headers exceed max_payload_bytes / max_headers_bytes'
+        OR pg_column_size(headers || jsonb_build_object('schedule', name, 'tick', '2000-01-01T00:00:00Z'))
+            > (SELECT st.max_headers_bytes FROM pgq.settings AS st) THEN
+        RAISE EXCEPTION 'pgq: payload or headers (with schedule and tick) exceed max_payload_bytes / max_headers_bytes'
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
     v_spec := pgq._cron_parse(cron);
@@ -610,10 +612,19 @@ DECLARE
     v_max_attempts integer[];
     v_ids bigint[];
 BEGIN
-    IF max_jobs IS NULL OR max_jobs < 1 OR max_jobs > 100000 THEN
-        RAISE EXCEPTION 'pgq: max_jobs must be between 1 and 100000, got %', max_jobs
+    IF max_jobs IS NULL OR max_jobs < 1 OR max_jobs > 10000 THEN
+        RAISE EXCEPTION 'pgq: max_jobs must be between 1 and 10000, got %', max_jobs
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- A schedule whose job the limits now refuse (pgq.configure lowered them after it was
+    -- stored) is paused with the reason, rather than failing every claim that fires.
+    UPDATE pgq.schedules AS s SET paused = 'over the size limits', updated_at = v_now
+    FROM pgq.settings AS st
+    WHERE s.paused IS NULL AND s.next_run_at <= v_now
+      -- Sized as enqueue_many sizes them: a fresh value, not the stored (maybe compressed) one.
+      AND (pg_column_size(s.payload::text::jsonb) > st.max_payload_bytes
+           OR pg_column_size(s.headers || jsonb_build_object('schedule', s.name, 'tick', '2000-01-01T00:00:00Z'))
+              > st.max_headers_bytes);
     -- The due schedules, oldest first, with their ticks: on time (the tick after the due one is
     -- still ahead), the due tick; otherwise by catch-up policy, where `none` keeps only a tick at
     -- most a minute late. Schedules past max_jobs jobs wait for the next call (the first one

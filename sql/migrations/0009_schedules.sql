@@ -13,7 +13,7 @@ CREATE TABLE pgq.schedules (
     max_attempts integer CHECK (max_attempts > 0),
     catch_up text NOT NULL DEFAULT 'latest' CHECK (catch_up IN ('latest', 'all', 'none')),
     -- NULL while active; why it is paused otherwise.
-    paused text CHECK (paused IN ('by request', 'no longer declared')),
+    paused text CHECK (paused IN ('by request', 'no longer declared', 'over the size limits')),
     next_run_at timestamptz NOT NULL,
     last_tick_at timestamptz,
     last_fired_at timestamptz,

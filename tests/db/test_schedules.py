@@ -238,6 +238,7 @@ def test_an_app_declaration_pauses_what_it_no_longer_declares(conn: Conn) -> Non
         ("pgq.schedule('s', '@daily', 'work', priority => 40000)", "priority must be"),
         ("pgq.schedule('s', '@daily', 'work', max_attempts => 0)", "max_attempts"),
         ("pgq.fire_schedules(0)", "max_jobs"),
+        ("pgq.fire_schedules(10001)", "max_jobs"),
     ],
 )
 def test_bad_input_raises_22023_and_stores_nothing(conn: Conn, call: str, message: str) -> None:
@@ -265,3 +266,23 @@ def test_stats_show_the_last_job_its_error_and_the_last_success(conn: Conn) -> N
                    T0 + timedelta(hours=1, seconds=2), timedelta(0))  # fmt: skip
     at(conn, T0 + timedelta(hours=3, minutes=1))
     assert one(conn, "SELECT lateness FROM pgq.schedule_stats") == timedelta(minutes=1)
+
+
+def test_a_schedule_the_lowered_limits_refuse_is_paused_not_a_failing_claim(conn: Conn) -> None:
+    conn.execute(
+        "SELECT pgq.schedule('big', '@hourly', 'work', payload => %s)", (f'"{"x" * 3000}"',)
+    )
+    conn.execute("SELECT pgq.schedule('small', '@hourly', 'work')")
+    conn.execute("SELECT pgq.configure(max_payload_bytes => 1024)")
+    at(conn, T0 + timedelta(hours=1))
+    assert one(conn, "SELECT count(*) FROM pgq.dequeue(ARRAY['work'], 10)") == 1  # small's job
+    rows = conn.execute("SELECT name, paused_reason FROM pgq.schedule_stats ORDER BY name")
+    assert rows.fetchall() == [("big", "over the size limits"), ("small", None)]
+
+
+def test_headers_count_with_the_schedule_and_tick_they_will_carry(conn: Conn) -> None:
+    conn.execute("SELECT pgq.configure(max_headers_bytes => 100)")
+    headers = '{"k": "' + "v" * 50 + '"}'  # fits alone, not with schedule and tick
+    assert one(conn, "SELECT pg_column_size(%s::jsonb)", (headers,)) <= 100
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded, match="with schedule and tick"):
+        conn.execute("SELECT pgq.schedule('s', '@daily', 'work', headers => %s)", (headers,))
