@@ -222,6 +222,16 @@ def analysis(path: Path) -> list[str]:
     return ["## What limits the misses", "", *path.read_text().rstrip().splitlines(), ""]
 
 
+def topic_sections(results: Path) -> list[str]:
+    """The reports of the topic benchmarks (bench/results/*.md, each written by its own script),
+    their headings one level down."""
+    lines: list[str] = []
+    for path in sorted(results.glob("*.md")):
+        text = path.read_text().rstrip().splitlines()
+        lines += [f"#{line}" if line.startswith("#") else line for line in text] + [""]
+    return lines
+
+
 def write(results: Path, out: Path) -> None:
     """Render every results file present into `out`."""
     r = load(results)
@@ -292,6 +302,7 @@ def write(results: Path, out: Path) -> None:
             *churn_table(r["churn"]),
             "",
         ]
+    lines += topic_sections(results)
     lines += ["## How each system is driven", "", DRIVEN]
     out.write_text("\n".join(lines))
 
