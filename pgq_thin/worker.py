@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import psycopg
 
+from pgq_thin import _schedules as schedules
 from pgq_thin import _tracing
 from pgq_thin._connection import describe
 from pgq_thin._logging import job_context
@@ -257,7 +258,7 @@ class Worker:
         return True
 
     async def _set_policies(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Store each entrypoint's policy with pgq.set_entrypoint."""
+        """Store each entrypoint's policy (pgq.set_entrypoint) and the app's schedules."""
         for entry in self.app.entrypoints.values():
             try:
                 await conn.execute(SET_ENTRYPOINT, _policy(entry))
@@ -266,6 +267,7 @@ class Worker:
             except psycopg.Error as exc:
                 message = exc.diag.message_primary or str(exc)
                 raise PgqError(f"entrypoint {entry.name!r}: {message}") from exc
+        await schedules.register(conn, self.app)
 
     async def _register(self) -> None:
         """Announce this worker in pgq.workers (if the database is gone, the heartbeat will)."""

@@ -15,6 +15,7 @@ from pgq_thin.cli._common import clear_errors, database_option
 from pgq_thin.cli.db import db
 from pgq_thin.cli.monitor import cancel, explain, jobs, pause, resume, retry, stats, workers
 from pgq_thin.cli.run import enqueue, run
+from pgq_thin.cli.schedules import schedule, schedules
 from pgq_thin.cli.wait import wait
 from pgq_thin.cli.web import web
 from pgq_thin.errors import PgqError
@@ -154,4 +155,6 @@ for command in (
     resume,
     web,
 ):
+    main.add_command(command)
+for command in (schedules, schedule):
     main.add_command(command)

@@ -64,6 +64,15 @@ CALLS = {
     "configure": "SELECT pgq.configure(worker_stale_after => interval '2 minutes')",
     "job_status": "SELECT * FROM pgq.job_status(ARRAY[0::bigint])",
     "watch_jobs": "SELECT * FROM pgq.watch_jobs(ARRAY[0::bigint])",
+    "cron_next": "SELECT pgq.cron_next('@daily', now())",
+    "fire_schedules": "SELECT pgq.fire_schedules()",
+    "register_schedules": "SELECT * FROM pgq.register_schedules("
+    "ARRAY['roles'], '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')",
+    "schedule": "SELECT pgq.schedule('roles', '@daily', 'roles')",
+    "pause_schedule": "SELECT pgq.pause_schedule('roles')",
+    "resume_schedule": "SELECT pgq.resume_schedule('roles')",
+    "run_schedule": "SELECT pgq.run_schedule('roles')",
+    "unschedule": "SELECT pgq.unschedule('roles')",
     "remove_entrypoint": "SELECT pgq.remove_entrypoint('nothing-here')",
     # Internal: called only from inside the other functions, never granted.
     "_check_entrypoints": "SELECT pgq._check_entrypoints(ARRAY['roles'])",
@@ -76,14 +85,23 @@ CALLS = {
     "_backoff": "SELECT pgq._backoff(1, '1s', 2, '1h', 0)",
     "_record_install": "SELECT pgq._record_install()",
     "_notify_done": "SELECT pgq._notify_done(ARRAY[0::bigint])",
+    "_cron_field": "SELECT pgq._cron_field('*', 'minute', 0, 59)",
+    "_cron_parse": "SELECT pgq._cron_parse('@daily')",
+    "_cron_next": "SELECT pgq._cron_next('{1,1,1,2,2,1,0}', now(), 'UTC')",
+    "_tz_change": "SELECT pgq._tz_change(now(), now(), 'UTC')",
+    "_check_timezone": "SELECT pgq._check_timezone('UTC')",
+    "_upsert_schedule": "SELECT pgq._upsert_schedule("
+    "'r', '@daily', 'r', '{}', 'UTC', 0, '{}', 1, 'all', 'sql')",
+    "_missed_ticks": "SELECT * FROM pgq._missed_ticks("
+    "'{1,1,1,2,2,1,0}', 'UTC', 'all', now(), now(), now())",
 }
-ANYONE = {"now", "version"}
+ANYONE = {"now", "version", "cron_next"}
 PRODUCER = ANYONE | {"enqueue", "enqueue_many", "cancel", "job_status", "watch_jobs"}
 WORKER = ANYONE | {
     "claim", "dequeue", "next_due", "promote_due", "reap", "renew", "heartbeat", "release",
     "complete", "complete_many",
     "fail", "fail_many", "register_worker", "worker_heartbeat", "deregister_worker",
-    "set_entrypoint", "prune",
+    "set_entrypoint", "prune", "fire_schedules", "register_schedules",
 }  # fmt: skip
 MONITOR = ANYONE | {
     "explain_job",
@@ -92,18 +110,24 @@ MONITOR = ANYONE | {
     "tables_fingerprint",
     "job_status",
 }
+SCHEDULING = {"schedule", "pause_schedule", "resume_schedule", "run_schedule", "unschedule"}
 ALLOWED = {
     "producer": PRODUCER,
     "worker": WORKER,
     "monitor": MONITOR,
-    "admin": PRODUCER | WORKER | MONITOR | {"retry", "configure", "remove_entrypoint"},
+    "admin": PRODUCER | WORKER | MONITOR | {"retry", "configure", "remove_entrypoint"} | SCHEDULING,
     "nothing": set(),
 }
 READABLE = (
     "queue_stats", "running_jobs", "failed_jobs", "workers", "throughput", "health",
     "jobs", "job_history", "entrypoints", "settings", "worker_registry", "migrations",
+    "schedules", "schedule_stats",
 )  # fmt: skip
-READS = {"monitor": set(READABLE), "admin": set(READABLE), "worker": {"queue_stats"}}
+READS = {
+    "monitor": set(READABLE),
+    "admin": set(READABLE),
+    "worker": {"queue_stats", "schedule_stats"},
+}
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ handlers of this process were running at the start), then follow their payload:
 `fatal` (raise a non-retryable error), `bad_result` / `nul_result` (return what cannot
 be stored). With WORKER_APP_NOOP set, `noop_sync` and `noop_async` do nothing (with `log`:
 log a line).
-Entrypoint policies come from the JSON in WORKER_APP_POLICY.
+Entrypoint policies come from the JSON in WORKER_APP_POLICY; with WORKER_APP_PERIODIC set,
+`async_job` also runs on that cron schedule (named "ticker").
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pgq_thin import App, Job
 DSN = os.environ["DATABASE_URL"]
 SCALE = float(os.environ.get("WORKER_APP_SLEEP_SCALE", "1"))
 POLICY: dict[str, dict[str, Any]] = json.loads(os.environ.get("WORKER_APP_POLICY", "{}"))
+PERIODIC = os.environ.get("WORKER_APP_PERIODIC")
 RECORD = "INSERT INTO events (job_id, attempt, event, running, pid) VALUES (%s, %s, %s, %s, %s)"
 
 log = logging.getLogger("worker_app")
@@ -113,6 +115,9 @@ async def main() -> AsyncIterator[App]:
             @app.entrypoint("noop_async")
             async def noop_async(job: Job) -> Any:
                 return _noop(job)
+
+        if PERIODIC:  # the schedule test: async_job on WORKER_APP_PERIODIC's cron
+            app.periodic(PERIODIC, name="ticker")(async_job)
 
         yield app
 
