@@ -49,6 +49,9 @@ demo: venv
 	(cd examples && ../$(BIN)/pgq-thin run consumer:main --mode drain); \
 	echo "summary:"; \
 	$(BIN)/python examples/summary.py $$ids; \
+	echo "the periodic job (schedule every-second, fired by the database while the worker ran):"; \
+	$(BIN)/pgq-thin schedules; \
+	$(BIN)/pgq-thin jobs --entrypoint tick --limit 3; \
 	echo; \
 	echo "next, from this directory (pgq-thin is in $(BIN)/; \`source $(BIN)/activate\` puts it on PATH):"; \
 	echo "  $(BIN)/pgq-thin stats"; \

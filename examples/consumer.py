@@ -2,7 +2,9 @@
 
 - `greet` succeeds at once (async handler);
 - `flaky` fails on its first attempt and succeeds on the retry (plain `def`, in a thread);
-- `slow` runs past its half-second timeout on every attempt and ends in `failed`.
+- `slow` runs past its one-second timeout on every attempt and ends in `failed` (so the
+  demo runs long enough for a tick of `every-second` to fire);
+- `tick` runs once a second on the schedule `every-second` the database fires.
 """
 
 from __future__ import annotations
@@ -31,10 +33,17 @@ def flaky(job: Job) -> str:
     return f"ok on attempt {job.attempt}"
 
 
-@app.entrypoint("slow", timeout=0.5, max_attempts=2, backoff=Backoff(base=0, jitter=0))
+@app.entrypoint("slow", timeout=1, max_attempts=2, backoff=Backoff(base=0, jitter=0))
 async def slow(job: Job) -> None:
     """Take longer than the timeout allows."""
     await asyncio.sleep(30)
+
+
+@app.periodic("* * * * * *", name="every-second")
+@app.entrypoint("tick")
+async def tick(job: Job) -> str:
+    """Enqueued by the schedule above, once per tick for all workers together."""
+    return f"ran for the tick of {job.headers['tick']}"
 
 
 def main() -> App:

@@ -10,6 +10,7 @@ from pgq_thin.config import Settings
 from pgq_thin.errors import PgqError
 from pgq_thin.observer import JobObserver
 from pgq_thin.producer import AsyncQueue, NewJob, Queue
+from pgq_thin.results import JobStatus, WaitResult
 from pgq_thin.worker import Worker
 
 __all__ = [
@@ -18,10 +19,12 @@ __all__ = [
     "Backoff",
     "Job",
     "JobObserver",
+    "JobStatus",
     "NewJob",
     "PgqError",
     "Queue",
     "Settings",
+    "WaitResult",
     "Worker",
     "__version__",
 ]

@@ -1,5 +1,5 @@
 """A worker's upkeep loop: pgq.reap() every second, VACUUM the hot table every half second,
-pgq.prune() every minute.
+pgq.prune() every minute, pgq.fire_schedules() every half second.
 
 Timeouts and lapsed leases are recorded by pgq.reap, which pgq.dequeue also runs; a worker at
 full capacity never dequeues, so one worker at a time (the holder of a session advisory lock
@@ -14,6 +14,8 @@ of the live ones. VACUUM cannot run in a transaction or a function, hence a clie
 PostgreSQL lets only the table's owner, the database owner or a superuser vacuum it: any
 other role gets one warning at start and the loop leaves vacuuming to autovacuum.
 
+Every worker fires due schedules on its own cadence, so a tick fires on time even while every
+worker is busy (dequeue fires them too, when it is called; each tick fires once whoever calls).
 Every worker calls pgq.prune() (which lets one caller at a time in) until it returns 0;
 the retention is the database's (pgq.configure). Errors are logged and retried at the next
 tick; they never stop the worker.
@@ -49,6 +51,9 @@ FROM (SELECT 'pgq.jobs'::regclass::oid) AS t(oid)
 VACUUM = "VACUUM pgq.jobs"
 PRUNE = "SELECT pgq.prune(%s)"
 REAP = "SELECT pgq.reap()"
+FIRE = "SELECT pgq.fire_schedules(%s)"
+FIRE_INTERVAL = 0.5  # seconds: a tick fires at most this late while a worker runs
+FIRE_BATCH = 1000
 # Who may VACUUM a table in PostgreSQL 15: a superuser, its owner, or the database's owner
 # (membership counts as in pg_has_role ... 'USAGE').
 MAY_VACUUM = """
@@ -62,7 +67,8 @@ Conn = psycopg.AsyncConnection[Any]
 
 
 class Maintenance:
-    """Runs pgq.reap(), VACUUM of pgq.jobs and pgq.prune() on their intervals (0 turns one off)."""
+    """Runs pgq.reap(), VACUUM of pgq.jobs, pgq.prune() and pgq.fire_schedules() each on its
+    interval (0 turns one off)."""
 
     def __init__(self, dsn: str, settings: Settings, *, session: bool = True) -> None:
         self.dsn = dsn
@@ -73,8 +79,14 @@ class Maintenance:
             "reap": settings.reap_interval,
             "vacuum": settings.vacuum_interval,
             "prune": settings.prune_interval,
+            "schedules": FIRE_INTERVAL,
         }
-        self._tasks = {"reap": self._reap, "vacuum": self._vacuum, "prune": self._prune}
+        self._tasks = {
+            "reap": self._reap,
+            "vacuum": self._vacuum,
+            "prune": self._prune,
+            "schedules": self._fire,
+        }
         self._conn: Conn | None = None
         self._checked = False  # whether this role may vacuum was looked up
         self._vacuumer = False  # holds the vacuum lock on the current connection
@@ -89,7 +101,8 @@ class Maintenance:
         if not self._enabled():
             return
         log.info(
-            "maintenance: pgq.reap() every %s, VACUUM pgq.jobs every %s, pgq.prune() every %s",
+            "maintenance: pgq.reap() every %s, VACUUM pgq.jobs every %s, pgq.prune() every %s, "
+            "pgq.fire_schedules() every %s",
             *(f"{every:g}s" if every else "never" for every in self.intervals.values()),
         )
         due = dict.fromkeys(self.intervals, 0.0)
@@ -180,6 +193,11 @@ class Maintenance:
             total += removed
         if total:
             log.info("maintenance: pruned %d row(s) older than the history retention", total)
+
+    async def _fire(self, conn: Conn) -> None:
+        """pgq.fire_schedules() until no due schedule is left."""
+        while await _fetch(conn, FIRE, (FIRE_BATCH,)) == FIRE_BATCH:
+            pass
 
 
 async def _fetch(conn: Conn, query: str, params: tuple[Any, ...] | None = None) -> Any:

@@ -6,6 +6,7 @@ import json
 
 import psycopg
 
+from pgq_thin._logging import LogFields
 from pgq_thin.app import Job
 
 # Errors after which the same call may succeed on a new connection.
@@ -13,8 +14,9 @@ TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
 RETRY_MIN, RETRY_MAX = 0.05, 2.0  # backoff bounds while the database is unreachable, seconds
 
 
-def kv(job: Job, **extra: object) -> str:
-    """`id=… entrypoint=… attempt=…` plus extras, quoting values that need it."""
+def kv(job: Job, **extra: object) -> LogFields:
+    """`id=… entrypoint=… attempt=…` plus extras, quoting values that need it (the fields
+    themselves ride along for JSON logs)."""
     pairs = {"id": job.id, "entrypoint": job.entrypoint, "attempt": job.attempt, **extra}
     parts = []
     for key, value in pairs.items():
@@ -22,7 +24,7 @@ def kv(job: Job, **extra: object) -> str:
         if not text or any(c in text for c in ' "=\n'):
             text = json.dumps(text)
         parts.append(f"{key}={text}")
-    return " ".join(parts)
+    return LogFields(" ".join(parts), pairs)
 
 
 class Retry:

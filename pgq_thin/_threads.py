@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,10 +47,15 @@ class HandlerThreads:
         self._wakeup_pending = False
 
     def start(self, handler: Handler, arg: Any) -> ThreadCall:
-        """Queue `handler(arg)` (call from the event loop)."""
+        """Queue `handler(arg)` (call from the event loop, in the context it should see)."""
         loop = asyncio.get_running_loop()
         result = loop.create_future()
-        return ThreadCall(result, self._executor.submit(self._call, loop, result, handler, arg))
+        # The handler runs in a copy of the caller's context: it sees the job's log context
+        # and trace span as the caller set them.
+        call = contextvars.copy_context().run
+        return ThreadCall(
+            result, self._executor.submit(call, self._call, loop, result, handler, arg)
+        )
 
     def shutdown(self) -> None:
         """Drop queued calls; running handlers finish on their own."""

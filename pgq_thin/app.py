@@ -84,6 +84,22 @@ class Entrypoint:
         return self.retryable_exceptions is None or isinstance(exc, self.retryable_exceptions)
 
 
+@dataclass(frozen=True)
+class Periodic:
+    """A schedule the app declares for one of its entrypoints, stored in pgq.schedules at
+    worker start (pgq.register_schedules validates it: cron, time zone, catch-up, limits)."""
+
+    name: str
+    cron: str
+    entrypoint: str
+    timezone: str = "UTC"
+    payload: Any = None
+    priority: int = 0
+    headers: dict[str, Any] | None = None
+    max_attempts: int | None = None
+    catch_up: str = "latest"
+
+
 def _backoff(value: Backoff | tuple[float | None, ...] | None, name: str) -> Backoff | None:
     if value is None or isinstance(value, Backoff):
         return value
@@ -99,6 +115,7 @@ class App:
 
     def __init__(self) -> None:
         self.entrypoints: dict[str, Entrypoint] = {}
+        self.periodics: dict[str, Periodic] = {}
 
     def entrypoint(
         self,
@@ -134,6 +151,44 @@ class App:
                 max_attempts=max_attempts,
                 backoff=policy,
                 retryable_exceptions=retryable_exceptions,
+            )
+            return handler
+
+        return register
+
+    def periodic(
+        self,
+        cron: str,
+        *,
+        name: str | None = None,
+        timezone: str = "UTC",
+        payload: Any = None,
+        priority: int = 0,
+        headers: dict[str, Any] | None = None,
+        max_attempts: int | None = None,
+        catch_up: str = "latest",
+    ) -> Callable[[H], H]:
+        """Enqueue a job for the entrypoint below on a cron schedule; stack it above
+        `@app.entrypoint`. The schedule is stored at worker start and fired by the database,
+        once per tick for the whole fleet; one the app stops declaring is paused, not deleted.
+
+        `cron`: 5 fields, or 6 with seconds first, or @hourly/@daily/...; evaluated in
+        `timezone`. `name` defaults to the entrypoint's. `catch_up` after downtime: "latest"
+        (the newest missed tick), "all" (each, at most 1000), "none" (none).
+        """
+
+        def register(handler: H) -> H:
+            entry = next((e for e in self.entrypoints.values() if e.handler is handler), None)
+            if entry is None:
+                raise PgqError(
+                    "@app.periodic(...) goes above @app.entrypoint(...): "
+                    f"{getattr(handler, '__name__', handler)!r} is not an entrypoint"
+                )
+            key = entry.name if name is None else name
+            if key in self.periodics:
+                raise PgqError(f"schedule {key!r} is declared twice: give each a name=")
+            self.periodics[key] = Periodic(
+                key, cron, entry.name, timezone, payload, priority, headers, max_attempts, catch_up
             )
             return handler
 

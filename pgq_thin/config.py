@@ -28,6 +28,8 @@ class Settings:
     shutdown_grace: float = 10.0
     lease_duration: float = 30.0
     log_level: str = "INFO"
+    log_format: str = "text"
+    log_jobs: str = "all"
     metrics_port: int | None = None
     reap_interval: float = 1.0
     vacuum_interval: float = 0.5
@@ -128,6 +130,16 @@ def _log_level(raw: Value) -> str:
     return level
 
 
+def _choice(*options: str) -> Callable[[Value], str]:
+    def parse(raw: Value) -> str:
+        value = _text(raw).strip().lower()
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
 # Setting name -> (environment variable, parser).
 KEYS: dict[str, tuple[str, Callable[[Value], object]]] = {
     "database_url": ("DATABASE_URL", _text),
@@ -138,6 +150,8 @@ KEYS: dict[str, tuple[str, Callable[[Value], object]]] = {
     "shutdown_grace": ("PGQ_SHUTDOWN_GRACE", _non_negative_seconds),
     "lease_duration": ("PGQ_LEASE_DURATION", _positive_seconds),
     "log_level": ("PGQ_LOG_LEVEL", _log_level),
+    "log_format": ("PGQ_LOG_FORMAT", _choice("text", "json")),
+    "log_jobs": ("PGQ_LOG_JOBS", _choice("all", "failures")),
     "metrics_port": ("PGQ_METRICS_PORT", _port),
     "reap_interval": ("PGQ_REAP_INTERVAL", _non_negative_seconds),
     "vacuum_interval": ("PGQ_VACUUM_INTERVAL", _non_negative_seconds),

@@ -15,7 +15,9 @@ after their job ended (a timeout they ignored): above 0 the worker is unhealthy.
 histogram ``pgq_job_run_seconds{entrypoint,outcome}`` count this process's jobs; the gauges
 ``pgq_queue_jobs{entrypoint,state}``, ``pgq_queue_oldest_waiting_seconds{entrypoint}`` and
 ``pgq_queue_paused{entrypoint}`` are read from pgq.queue_stats at each scrape, for the whole
-queue (``pgq_queue_up`` is 0 when that read failed).
+queue (``pgq_queue_up`` is 0 when that read failed); ``pgq_schedule_last_success_timestamp``,
+``pgq_schedule_lateness_seconds`` and ``pgq_schedule_paused`` (by ``schedule``) from
+pgq.schedule_stats.
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class QueueCollector:
         try:
             with connect(self.dsn, autocommit=True) as conn:
                 rows = monitor.queue_stats(conn)
+                schedules = monitor.schedule_stats(conn)
         except (PgqError, psycopg.Error) as exc:
             log.warning("metrics: cannot read pgq.queue_stats: %s", exc)
             up.add_metric([], 0)
@@ -135,7 +138,29 @@ class QueueCollector:
             oldest.add_metric([name], wait.total_seconds() if wait is not None else 0.0)
             paused.add_metric([name], 1.0 if row["paused"] else 0.0)
         up.add_metric([], 1)
-        yield from (up, depth, oldest, paused)
+        yield from (up, depth, oldest, paused, *_schedule_gauges(schedules))
+
+
+def _schedule_gauges(rows: list[monitor.Row]) -> tuple[Metric, ...]:
+    """Per schedule: when its job last succeeded, how late its pending tick is, paused."""
+    success = GaugeMetricFamily(
+        "pgq_schedule_last_success_timestamp",
+        "Unix time the schedule's last job succeeded (0: never).",
+        labels=["schedule"],
+    )
+    lateness = GaugeMetricFamily(
+        "pgq_schedule_lateness_seconds",
+        "How long the schedule's pending tick is overdue (0 while not due).",
+        labels=["schedule"],
+    )
+    paused = GaugeMetricFamily("pgq_schedule_paused", "1 if paused.", labels=["schedule"])
+    for row in rows:
+        name = row["name"]
+        last = row["last_success_at"]
+        success.add_metric([name], last.timestamp() if last is not None else 0.0)
+        lateness.add_metric([name], row["lateness"].total_seconds())
+        paused.add_metric([name], 1.0 if row["paused"] else 0.0)
+    return success, lateness, paused
 
 
 def serve(port: int, dsn: str | None = None, addr: str = "0.0.0.0") -> WSGIServer:

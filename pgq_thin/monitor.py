@@ -78,9 +78,14 @@ def workers(conn: Connection) -> list[Row]:
     return _rows(conn, "SELECT * FROM pgq.workers")
 
 
+def schedule_stats(conn: Connection) -> list[Row]:
+    """The rows of pgq.schedule_stats, by name."""
+    return _rows(conn, "SELECT * FROM pgq.schedule_stats ORDER BY name")
+
+
 def stats(conn: Connection) -> Row:
-    """Everything `pgq-thin stats` shows: entrypoints, health, and workers counted by status,
-    with the connections the live ones hold."""
+    """Everything `pgq-thin stats` shows: entrypoints, schedules, health, and workers counted by
+    status, with the connections the live ones hold."""
     counts = {"alive": 0, "stale": 0, "unregistered": 0, "connections": 0}
     for worker in workers(conn):
         counts[worker["status"]] += 1
@@ -89,6 +94,7 @@ def stats(conn: Connection) -> Row:
     return {
         "now": now(conn),
         "entrypoints": queue_stats(conn),
+        "schedules": schedule_stats(conn),
         "health": health(conn),
         "workers": counts,
     }

@@ -15,7 +15,9 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from pgq_thin import _tracing, results
 from pgq_thin.errors import PgqError
+from pgq_thin.results import JobStatus, WaitResult
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,8 @@ def _params(jobs: Iterable[NewJob]) -> dict[str, Any]:
     for job in batch:
         if job.run_at is not None and job.delay is not None:
             raise PgqError(f"job for {job.entrypoint!r}: give run_at or delay, not both")
-    headers = _unless_all(None, [job.headers for job in batch])
+    context = _tracing.producer_context([job.entrypoint for job in batch], len(batch))
+    headers = _unless_all(None, [_tracing.with_context(context, job.headers) for job in batch])
     return {
         "entrypoints": [job.entrypoint for job in batch],
         "payloads": Jsonb([{} if job.payload is None else job.payload for job in batch]),
@@ -118,6 +121,18 @@ class Queue:
         rows = conn.execute(ENQUEUE_MANY, params).fetchall()
         return [row[0] for row in rows]
 
+    def wait(self, job_ids: Iterable[int], timeout: float | None = None) -> WaitResult:
+        """Wait until every job has finished (succeeded, failed or cancelled), or `timeout`
+        seconds (None: no limit); any process may wait for any job. Ids that no job has are
+        reported in `unknown`, not waited for; on timeout, `pending` names the rest.
+        A connection must not be inside a transaction."""
+        return results.wait(self._target, job_ids, timeout)
+
+    def result(self, job_id: int) -> JobStatus | None:
+        """The job's status now (final or not); None when no job has this id."""
+        rows = results.status(self._target, [job_id])
+        return JobStatus(*rows[0]) if rows else None
+
 
 class AsyncQueue:
     """`Queue` for asyncio: an AsyncConnection (caller's transaction) or an AsyncConnectionPool."""
@@ -159,3 +174,12 @@ class AsyncQueue:
     async def _run(conn: psycopg.AsyncConnection[Any], params: dict[str, Any]) -> list[int]:
         cur = await conn.execute(ENQUEUE_MANY, params)
         return [row[0] for row in await cur.fetchall()]
+
+    async def wait(self, job_ids: Iterable[int], timeout: float | None = None) -> WaitResult:
+        """`Queue.wait` for asyncio."""
+        return await results.await_jobs(self._target, job_ids, timeout)
+
+    async def result(self, job_id: int) -> JobStatus | None:
+        """`Queue.result` for asyncio."""
+        rows = await results.astatus(self._target, [job_id])
+        return JobStatus(*rows[0]) if rows else None

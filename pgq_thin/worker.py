@@ -31,6 +31,8 @@ from typing import Any, Literal
 
 import psycopg
 
+from pgq_thin import _schedules as schedules
+from pgq_thin import _tracing
 from pgq_thin._connection import describe
 from pgq_thin._liveness import (
     DEREGISTER,
@@ -42,6 +44,7 @@ from pgq_thin._liveness import (
     Leases,
     StallDetector,
 )
+from pgq_thin._logging import job_context
 from pgq_thin._outcomes import FAIL, TIMEOUT, Outcome, OutcomeWriter
 from pgq_thin._pools import Connections
 from pgq_thin._retry import TRANSIENT, Retry, kv
@@ -162,6 +165,7 @@ class Worker:
         self.dsn = self._db.dsn
         self.exit_code = 0
         self._observer = observer or JobObserver()  # metrics hooks; the base does nothing
+        self._tracing = _tracing.for_worker()  # OpenTelemetry spans, if it is installed
         self._names = sorted(app.entrypoints)
         self._lease = timedelta(seconds=settings.lease_duration)
         self._held: dict[uuid.UUID, _Held] = {}  # by lease token: one per claim
@@ -293,7 +297,7 @@ class Worker:
         return True
 
     async def _set_policies(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Store each entrypoint's policy with pgq.set_entrypoint."""
+        """Store each entrypoint's policy (pgq.set_entrypoint) and the app's schedules."""
         for entry in self.app.entrypoints.values():
             try:
                 await conn.execute(SET_ENTRYPOINT, _policy(entry))
@@ -302,6 +306,7 @@ class Worker:
             except psycopg.Error as exc:
                 message = exc.diag.message_primary or str(exc)
                 raise PgqError(f"entrypoint {entry.name!r}: {message}") from exc
+        await schedules.register(conn, self.app)
 
     async def _register(self) -> None:
         """Announce this worker in pgq.workers (if the database is gone, the heartbeat will)."""
@@ -405,7 +410,9 @@ class Worker:
             log.info("job started %s", kv(held.job))
         self._observer.started(held.job)
         try:
-            self._report(held, await self._execute(held))
+            with job_context(held.job), self._tracing.attempt(held.job):
+                outcome = await self._execute(held)
+            self._report(held, outcome)
         finally:
             self._end_job(held)
 
@@ -531,6 +538,7 @@ class Worker:
     def _settled(self, outcome: Outcome, answer: str) -> None:
         """The outcome is written (or refused): the claim is over."""
         self._observer.finished(outcome, answer)
+        self._tracing.settled(outcome, answer)
         self._held.pop(outcome.job.lease_token, None)
         self._cancel_notified.discard(outcome.job.id)
         if not self._held:

@@ -15,6 +15,8 @@ from pgq_thin.cli._common import clear_errors, database_option
 from pgq_thin.cli.db import db
 from pgq_thin.cli.monitor import cancel, explain, jobs, pause, resume, retry, stats, workers
 from pgq_thin.cli.run import enqueue, run
+from pgq_thin.cli.schedules import schedule, schedules
+from pgq_thin.cli.wait import wait
 from pgq_thin.cli.web import web
 from pgq_thin.errors import PgqError
 
@@ -138,5 +140,21 @@ def sql_command(from_version: int) -> None:
     click.echo(schema.install_sql(from_version), nl=False)
 
 
-for command in (db, run, enqueue, stats, jobs, explain, retry, cancel, workers, pause, resume, web):
+for command in (
+    db,
+    run,
+    enqueue,
+    wait,
+    stats,
+    jobs,
+    explain,
+    retry,
+    cancel,
+    workers,
+    pause,
+    resume,
+    web,
+):
+    main.add_command(command)
+for command in (schedules, schedule):
     main.add_command(command)

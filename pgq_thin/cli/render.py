@@ -131,7 +131,7 @@ STATS_COLUMNS = [
 
 
 def stats_lines(stats: Row, width: int = WIDTH, height: int | None = None) -> list[str]:
-    """The stats dashboard: one line per entrypoint, then workers and health.
+    """The stats dashboard: one line per entrypoint, the schedules, then workers and health.
 
     Within `height` lines the busiest entrypoints are shown (in name order) and the others
     summarised in one line, so the header stays on screen.
@@ -139,9 +139,11 @@ def stats_lines(stats: Row, width: int = WIDTH, height: int | None = None) -> li
     entrypoints = stats["entrypoints"]
     paused = any(e["paused"] for e in entrypoints)
     health = health_lines(stats["health"], stats["workers"], stats["now"], width)
+    found = stats.get("schedules")
+    schedules = ["", *schedule_lines(found, stats["now"], width)] if found else []
     hidden: list[Row] = []
     if height is not None:
-        room = max(height - 2 - len(health) - int(paused), 1)  # header, blank line
+        room = max(height - 2 - len(health) - len(schedules) - int(paused), 1)  # header, blank
         if len(entrypoints) > room:
             ranked = sorted(entrypoints, key=_busyness, reverse=True)
             hidden = ranked[room - 1 :]
@@ -168,7 +170,7 @@ def stats_lines(stats: Row, width: int = WIDTH, height: int | None = None) -> li
         lines.append("(no entrypoints yet)")
     if paused:
         lines.append("* paused: no worker claims its jobs until `pgq-thin resume ENTRYPOINT`")
-    return [*lines, "", *health]
+    return [*lines, *schedules, "", *health]
 
 
 SUMMED = ("queued", "scheduled", "running", "failed")
@@ -176,6 +178,35 @@ SUMMED = ("queued", "scheduled", "running", "failed")
 
 def _busyness(entrypoint: Row) -> tuple[int, ...]:
     return tuple(int(entrypoint[k] or 0) for k in (*SUMMED, "failed_5m", "succeeded_5m"))
+
+
+SCHEDULE_COLUMNS = [
+    Column("SCHEDULE", 0, "<", name=True),
+    Column("CRON", 15, "<"),
+    Column("ENTRYPOINT", 14, "<", name=True),
+    Column("NEXT", 10, ">"),
+    Column("LAST", 10, ">"),
+    Column("LAST JOB", 9, "<"),
+]
+
+
+def schedule_lines(schedules: Sequence[Row], now: datetime, width: int = WIDTH) -> list[str]:
+    """One line per schedule: next run, last tick, its job's state (paused ones marked)."""
+    rows = [
+        [
+            s["name"] + ("*" if s["paused"] else ""),
+            s["cron"] + ("" if s["timezone"] == "UTC" else f" {s['timezone']}"),
+            s["entrypoint"],
+            "paused" if s["paused"] else ago(s["next_run_at"], now),
+            ago(s["last_tick_at"], now),
+            s["last_job_state"] or "-",
+        ]
+        for s in schedules
+    ]
+    lines = table(SCHEDULE_COLUMNS, rows, width) + ([] if rows else ["(no schedules)"])
+    if any(s["paused"] for s in schedules):
+        lines.append("* paused: no tick fires until `pgq-thin schedule resume NAME`")
+    return lines
 
 
 def health_lines(health: Row, workers: Row, now: datetime, width: int = WIDTH) -> list[str]:

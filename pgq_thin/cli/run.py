@@ -18,13 +18,16 @@ from typing import Any, TypeVar
 import click
 import psycopg
 
+from pgq_thin import _logging
 from pgq_thin._connection import connect
 from pgq_thin.app import App
 from pgq_thin.cli._common import clear_errors
+from pgq_thin.cli.wait import timeout_option, wait_for
 from pgq_thin.config import Settings, env_var, load_settings
 from pgq_thin.errors import PgqError
 from pgq_thin.observer import JobObserver
 from pgq_thin.producer import Queue
+from pgq_thin.results import check_timeout
 from pgq_thin.worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,6 +55,11 @@ SETTING_FLAGS = {
         "Lease per claim, renewed every third of it; a crashed worker's jobs run again after it.",
     ),
     "log_level": ("LEVEL", "DEBUG, INFO, WARNING or ERROR."),
+    "log_format": ("FORMAT", "text, or json: one JSON object per line."),
+    "log_jobs": (
+        "WHICH",
+        "all, or failures: no per-job start/success lines (failures are always logged).",
+    ),
     "metrics_port": (
         "PORT",
         "Serve Prometheus /metrics on this port (needs pgq-thin[metrics]; none = off).",
@@ -177,11 +185,7 @@ def run(factory: str, mode: str, config_path: str | None, **flags: str | None) -
     Settings, highest first: flags, environment variables, the config file, defaults.
     """
     settings = load_settings(flags, config_path=config_path)
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _logging.setup(settings.log_level, settings.log_format, settings.log_jobs)
     target = load_target(factory)
 
     async def serve(observer: JobObserver | None) -> int:
@@ -189,6 +193,7 @@ def run(factory: str, mode: str, config_path: str | None, **flags: str | None) -
             worker = Worker(
                 app, settings, mode="drain" if mode == "drain" else "forever", observer=observer
             )
+            _logging.set_worker_id(worker.worker_id)
             worker.install_signal_handlers()
             return await worker.run()
 
@@ -283,6 +288,13 @@ def _inserted_now(conn: psycopg.Connection[Any], job_id: int) -> bool | None:
 @click.option("--headers", metavar="JSON", help="A JSON object of headers.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option(
+    "--wait",
+    "wait_done",
+    is_flag=True,
+    help="Then wait until the job finishes; exit status as `pgq-thin wait`.",
+)
+@timeout_option
+@click.option(
     "--database-url",
     "-d",
     "dsn",
@@ -299,6 +311,8 @@ def enqueue(
     dedupe_key: str | None,
     max_attempts: int | None,
     headers: str | None,
+    wait_done: bool,
+    timeout: float,
     as_json: bool,
     dsn: str | None,
 ) -> None:
@@ -306,9 +320,13 @@ def enqueue(
     it from stdin, or `@FILE` to read it from a file.
 
     With --dedupe-key, a live job that has the key already is returned instead (and said so).
+    With --wait, then wait until the job finishes and print how it ended (exit status as
+    `pgq-thin wait`).
     """
     if delay is not None and run_at is not None:
         raise PgqError("give --delay or --run-at, not both")
+    if wait_done:
+        check_timeout(timeout)  # before anything is enqueued
     body = _json(_payload_text(payload), "payload") if payload is not None else None
     header_map = _json(headers, "--headers") if headers is not None else None
     if header_map is not None and not isinstance(header_map, dict):
@@ -334,11 +352,13 @@ def enqueue(
         conn.commit()
     if as_json:
         click.echo(json.dumps({"id": job_id, "entrypoint": entrypoint, "created": created}))
-        return
-    click.echo(job_id)
-    if created is False:
+    else:
+        click.echo(job_id)
+    if created is False and not as_json:
         click.echo(
             f"pgq-thin: job {job_id} already has dedupe key {dedupe_key!r}: the existing job "
             "was returned, nothing was enqueued",
             err=True,
         )
+    if wait_done:
+        sys.exit(wait_for(url, [job_id], timeout, as_json))

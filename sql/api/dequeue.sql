@@ -61,6 +61,7 @@ DECLARE
     v_now timestamptz := pgq.now();
     v_reap boolean;
     v_promote boolean;
+    v_fire boolean;
     v_known integer;
     v_limited boolean;
     v_names text[];
@@ -84,13 +85,17 @@ BEGIN
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
 
-    -- Reap and promote only when an index probe finds an expired lease or a due job: the calls
-    -- cost more than the probes, and most dequeues find neither.
+    -- Reap, promote and fire only when an index probe finds an expired lease, a due job or a due
+    -- schedule: the calls cost more than the probes, and most dequeues find none.
     SELECT (SELECT min(j.lease_expires_at) FROM pgq.jobs AS j) <= v_now,
-           (SELECT min(j.run_at) FROM pgq.jobs AS j WHERE j.state = 'scheduled') <= v_now
-    INTO v_reap, v_promote;
+           (SELECT min(j.run_at) FROM pgq.jobs AS j WHERE j.state = 'scheduled') <= v_now,
+           (SELECT min(s.next_run_at) FROM pgq.schedules AS s WHERE s.paused IS NULL) <= v_now
+    INTO v_reap, v_promote, v_fire;
     IF v_reap THEN
         PERFORM pgq.reap(100);
+    END IF;
+    IF v_fire THEN
+        PERFORM pgq.fire_schedules(100);
     END IF;
     IF v_promote THEN
         PERFORM pgq.promote_due(1000);

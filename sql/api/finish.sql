@@ -39,10 +39,13 @@ SECURITY DEFINER
 AS $$
 DECLARE
     v_now timestamptz := pgq.now();
+    v_ids bigint[];
+    v_states text[];
+    v_entrypoints text[];
+    v_watched bigint[];
 BEGIN
     -- Deleted in id order, as _lock_held locks (the sorted input drives the generic plan's join):
     -- no row locks taken first, which would cost ~3 us a job on the completion hot path.
-    RETURN QUERY
     WITH ended AS (
         DELETE FROM pgq.jobs AS j
         USING (SELECT * FROM unnest(job_ids, lease_tokens, states, errors, results)
@@ -55,14 +58,21 @@ BEGIN
                   CASE WHEN u.state IS NOT NULL THEN coalesce(u.error, j.last_error)
                        WHEN j.cancel_requested THEN 'cancelled' END AS error,
                   u.result
+    ), archived AS (
+        INSERT INTO pgq.job_history AS h (id, entrypoint, state, priority, attempt, max_attempts,
+                                          dedupe_key, worker_id, enqueued_at, started_at, finished_at,
+                                          error, result, payload, headers)
+        SELECT d.id, d.entrypoint, d.outcome, d.priority, d.attempt, d.max_attempts, d.dedupe_key,
+               d.worker_id, d.enqueued_at, d.started_at, v_now, d.error, d.result, d.payload, d.headers
+        FROM ended AS d
+        RETURNING h.id, h.state, h.entrypoint
     )
-    INSERT INTO pgq.job_history AS h (id, entrypoint, state, priority, attempt, max_attempts, dedupe_key,
-                                      worker_id, enqueued_at, started_at, finished_at, error, result,
-                                      payload, headers)
-    SELECT d.id, d.entrypoint, d.outcome, d.priority, d.attempt, d.max_attempts, d.dedupe_key,
-           d.worker_id, d.enqueued_at, d.started_at, v_now, d.error, d.result, d.payload, d.headers
-    FROM ended AS d
-    RETURNING h.id, h.state, h.entrypoint;
+    SELECT array_agg(a.id), array_agg(a.state), array_agg(a.entrypoint),
+           (SELECT array_agg(d.id) FROM ended AS d WHERE d.notify_done)
+    INTO v_ids, v_states, v_entrypoints, v_watched
+    FROM archived AS a;
+    PERFORM pgq._notify_done(v_watched);  -- the jobs someone waits for (pgq.watch_jobs)
+    RETURN QUERY SELECT * FROM unnest(v_ids, v_states, v_entrypoints);
 END
 $$;
 COMMENT ON FUNCTION pgq._archive(boolean, bigint[], uuid[], text[], text[], jsonb[]) IS

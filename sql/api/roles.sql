@@ -64,8 +64,14 @@ GRANT USAGE ON SCHEMA pgq TO pgq_producer, pgq_worker, pgq_monitor, pgq_admin;
 
 -- The clock (the views and the Python producer read it) and the version, for every role.
 GRANT EXECUTE ON FUNCTION pgq.now, pgq.version TO pgq_producer, pgq_worker, pgq_monitor;
+-- A pure function of its arguments: anyone may ask when a cron expression fires next.
+GRANT EXECUTE ON FUNCTION pgq.cron_next TO pgq_producer, pgq_worker, pgq_monitor;
 
 GRANT EXECUTE ON FUNCTION pgq.enqueue, pgq.enqueue_many, pgq.cancel TO pgq_producer;
+-- Waiting for results: producers and monitors read any job's status (pgq.job_status); a
+-- producer may also ask to be notified when jobs finish (pgq.watch_jobs flags them).
+GRANT EXECUTE ON FUNCTION pgq.job_status TO pgq_producer, pgq_monitor;
+GRANT EXECUTE ON FUNCTION pgq.watch_jobs TO pgq_producer;
 
 -- A worker registers its entrypoints' policies at start (pgq.set_entrypoint), so it may also
 -- pause and resume them; it prunes history within the retention pgq_admin sets.
@@ -75,8 +81,11 @@ GRANT EXECUTE ON FUNCTION
     pgq.register_worker, pgq.worker_heartbeat, pgq.deregister_worker,
     pgq.set_entrypoint, pgq.prune
 TO pgq_worker;
--- The queue gauges of a worker's /metrics endpoint.
-GRANT SELECT ON pgq.queue_stats TO pgq_worker;
+-- A worker fires due schedules (dequeue and its upkeep loop) and registers its app's schedules
+-- at start (only for the entrypoints it serves).
+GRANT EXECUTE ON FUNCTION pgq.fire_schedules, pgq.register_schedules TO pgq_worker;
+-- The queue and schedule gauges of a worker's /metrics endpoint.
+GRANT SELECT ON pgq.queue_stats, pgq.schedule_stats TO pgq_worker;
 
 -- Read-only: the views, the tables behind `pgq-thin jobs` and `verify`, and explain_job.
 GRANT SELECT ON ALL TABLES IN SCHEMA pgq TO pgq_monitor;
@@ -86,3 +95,7 @@ TO pgq_monitor;
 
 -- pgq_admin is a member of the three roles above (granted when it was created), plus these.
 GRANT EXECUTE ON FUNCTION pgq.retry, pgq.configure, pgq.remove_entrypoint TO pgq_admin;
+-- Schedules are managed from SQL (or `pgq-thin schedule ...`) by admins.
+GRANT EXECUTE ON FUNCTION
+    pgq.schedule, pgq.unschedule, pgq.pause_schedule, pgq.resume_schedule, pgq.run_schedule
+TO pgq_admin;

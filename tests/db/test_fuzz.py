@@ -37,6 +37,13 @@ INTERNAL = {
     "_archive",
     "_expire",
     "_check_results",
+    "_cron_field",
+    "_cron_parse",
+    "_cron_next",
+    "_tz_change",
+    "_check_timezone",
+    "_upsert_schedule",
+    "_missed_ticks",
 }
 # The SQLSTATEs of docs/sql-api.md's error table.
 DOCUMENTED = {"22023", "22004", "2202E", "54000", "P0002", "55000", "55006", "23505"}
@@ -64,11 +71,14 @@ SELECT
 """
 # Each example starts from an empty queue, with size caps small enough for a drawn value to pass.
 RESET_SQL = """
-TRUNCATE pgq.jobs, pgq.job_history, pgq.job_retries, pgq.entrypoints, pgq.worker_registry
-    RESTART IDENTITY;
+TRUNCATE pgq.jobs, pgq.job_history, pgq.job_retries, pgq.entrypoints, pgq.worker_registry,
+    pgq.schedules RESTART IDENTITY;
 SELECT pgq.configure('7 days', '1 minute', 4096, 1024);
 """
-VIEWS = ["queue_stats", "running_jobs", "failed_jobs", "workers", "throughput", "health"]
+VIEWS = [
+    "queue_stats", "running_jobs", "failed_jobs", "workers", "throughput", "health",
+    "schedule_stats",
+]  # fmt: skip
 
 
 def text_st() -> st.SearchStrategy[str | None]:
@@ -253,7 +263,7 @@ def assert_sound(conn: Conn) -> None:
         conn.execute(f"SELECT * FROM pgq.{view}").fetchall()
     conn.execute("SELECT pgq.explain_job(id) FROM pgq.jobs").fetchall()
     conn.execute("SELECT pgq.explain_job(id) FROM pgq.job_history").fetchall()
-    conn.execute("SELECT pgq.reap(), pgq.promote_due()").fetchall()
+    conn.execute("SELECT pgq.reap(), pgq.promote_due(), pgq.fire_schedules()").fetchall()
 
 
 @pytest.fixture

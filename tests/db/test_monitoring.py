@@ -302,7 +302,8 @@ def test_register_worker_refuses_an_empty_id(pgq_conn: Conn) -> None:
 def test_health_names_the_oldest_transaction(pgq_conn: Conn, pgq_dsn: str) -> None:
     health = rows(pgq_conn, "SELECT * FROM pgq.health")[0]
     assert health["oldest_xact_pid"] is None
-    assert health["notification_queue_usage"] == 0
+    # Cluster-wide: other sessions' unread notifications count too, so only its range is ours.
+    assert 0 <= health["notification_queue_usage"] < 1
     for key in (
         "jobs_live_tuples",
         "jobs_dead_tuples",

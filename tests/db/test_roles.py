@@ -62,6 +62,17 @@ CALLS = {
     "tables_fingerprint": "SELECT pgq.tables_fingerprint()",
     "retry": "SELECT pgq.retry(0)",  # no such job: raises no_data_found once allowed in
     "configure": "SELECT pgq.configure(worker_stale_after => interval '2 minutes')",
+    "job_status": "SELECT * FROM pgq.job_status(ARRAY[0::bigint])",
+    "watch_jobs": "SELECT * FROM pgq.watch_jobs(ARRAY[0::bigint])",
+    "cron_next": "SELECT pgq.cron_next('@daily', now())",
+    "fire_schedules": "SELECT pgq.fire_schedules()",
+    "register_schedules": "SELECT * FROM pgq.register_schedules("
+    "ARRAY['roles'], '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')",
+    "schedule": "SELECT pgq.schedule('roles', '@daily', 'roles')",
+    "pause_schedule": "SELECT pgq.pause_schedule('roles')",
+    "resume_schedule": "SELECT pgq.resume_schedule('roles')",
+    "run_schedule": "SELECT pgq.run_schedule('roles')",
+    "unschedule": "SELECT pgq.unschedule('roles')",
     "remove_entrypoint": "SELECT pgq.remove_entrypoint('nothing-here')",
     # Internal: called only from inside the other functions, never granted.
     "_check_entrypoints": "SELECT pgq._check_entrypoints(ARRAY['roles'])",
@@ -73,28 +84,50 @@ CALLS = {
     "_check_results": "SELECT pgq._check_results('{}')",
     "_backoff": "SELECT pgq._backoff(1, '1s', 2, '1h', 0)",
     "_record_install": "SELECT pgq._record_install()",
+    "_notify_done": "SELECT pgq._notify_done(ARRAY[0::bigint])",
+    "_cron_field": "SELECT pgq._cron_field('*', 'minute', 0, 59)",
+    "_cron_parse": "SELECT pgq._cron_parse('@daily')",
+    "_cron_next": "SELECT pgq._cron_next('{1,1,1,2,2,1,0}', now(), 'UTC')",
+    "_tz_change": "SELECT pgq._tz_change(now(), now(), 'UTC')",
+    "_check_timezone": "SELECT pgq._check_timezone('UTC')",
+    "_upsert_schedule": "SELECT pgq._upsert_schedule("
+    "'r', '@daily', 'r', '{}', 'UTC', 0, '{}', 1, 'all', 'sql')",
+    "_missed_ticks": "SELECT * FROM pgq._missed_ticks("
+    "'{1,1,1,2,2,1,0}', 'UTC', 'all', now(), now(), now())",
 }
-ANYONE = {"now", "version"}
-PRODUCER = ANYONE | {"enqueue", "enqueue_many", "cancel"}
+ANYONE = {"now", "version", "cron_next"}
+PRODUCER = ANYONE | {"enqueue", "enqueue_many", "cancel", "job_status", "watch_jobs"}
 WORKER = ANYONE | {
     "claim", "dequeue", "next_due", "promote_due", "reap", "renew", "heartbeat", "release",
     "complete", "complete_many",
     "fail", "fail_many", "register_worker", "worker_heartbeat", "deregister_worker",
-    "set_entrypoint", "prune",
+    "set_entrypoint", "prune", "fire_schedules", "register_schedules",
 }  # fmt: skip
-MONITOR = ANYONE | {"explain_job", "describe_schema", "fingerprint", "tables_fingerprint"}
+MONITOR = ANYONE | {
+    "explain_job",
+    "describe_schema",
+    "fingerprint",
+    "tables_fingerprint",
+    "job_status",
+}
+SCHEDULING = {"schedule", "pause_schedule", "resume_schedule", "run_schedule", "unschedule"}
 ALLOWED = {
     "producer": PRODUCER,
     "worker": WORKER,
     "monitor": MONITOR,
-    "admin": PRODUCER | WORKER | MONITOR | {"retry", "configure", "remove_entrypoint"},
+    "admin": PRODUCER | WORKER | MONITOR | {"retry", "configure", "remove_entrypoint"} | SCHEDULING,
     "nothing": set(),
 }
 READABLE = (
     "queue_stats", "running_jobs", "failed_jobs", "workers", "throughput", "health",
     "jobs", "job_history", "entrypoints", "settings", "worker_registry", "migrations",
+    "schedules", "schedule_stats",
 )  # fmt: skip
-READS = {"monitor": set(READABLE), "admin": set(READABLE), "worker": {"queue_stats"}}
+READS = {
+    "monitor": set(READABLE),
+    "admin": set(READABLE),
+    "worker": {"queue_stats", "schedule_stats"},
+}
 
 
 @pytest.fixture
@@ -349,3 +382,16 @@ def test_install_grants_and_uninstall_drops_only_unused_roles(
         assert (
             conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'pgq%'").fetchall() == []
         )
+
+
+def test_a_monitor_member_may_wait_by_polling(login_as: LoginAs, pgq_conn: Conn) -> None:
+    # pgq.watch_jobs is a producer's: a monitor's wait reads pgq.job_status instead.
+    pgq_conn.execute("SELECT pgq.enqueue('roles') FROM generate_series(1, 2)")
+    [(done, token)] = pgq_conn.execute(
+        "SELECT id, lease_token FROM pgq.dequeue('{roles}', 1, 'w')"
+    ).fetchall()
+    pgq_conn.execute("SELECT pgq.complete(%s, %s)", (done, token))
+    with psycopg.connect(login_as("monitor"), autocommit=True) as conn:
+        result = Queue(conn).wait([done, done + 1, 999], timeout=0.5)
+    assert result.jobs[done].state == "succeeded"
+    assert (result.pending, result.unknown) == ((done + 1,), (999,))

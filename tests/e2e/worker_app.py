@@ -4,16 +4,19 @@ Handlers record each start and end in table `events` of the test database (with 
 handlers of this process were running at the start), then follow their payload:
 `sleep` seconds (times WORKER_APP_SLEEP_SCALE), `fail_until` (raise while attempt <= it),
 `fatal` (raise a non-retryable error), `bad_result` / `nul_result` (return what cannot
-be stored).
+be stored). With WORKER_APP_NOOP set, `noop_sync` and `noop_async` do nothing (with `log`:
+log a line).
 `hostile_async` and `hostile_sync` misbehave as their payload's `do` says (see _misbehave):
 the handlers a worker must survive (`at_once`: hostile_async blocks before anything else).
-Entrypoint policies come from the JSON in WORKER_APP_POLICY.
+Entrypoint policies come from the JSON in WORKER_APP_POLICY; with WORKER_APP_PERIODIC set,
+`async_job` also runs on that cron schedule (named "ticker").
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -31,7 +34,10 @@ from pgq_thin import App, Job
 DSN = os.environ["DATABASE_URL"]
 SCALE = float(os.environ.get("WORKER_APP_SLEEP_SCALE", "1"))
 POLICY: dict[str, dict[str, Any]] = json.loads(os.environ.get("WORKER_APP_POLICY", "{}"))
+PERIODIC = os.environ.get("WORKER_APP_PERIODIC")
 RECORD = "INSERT INTO events (job_id, attempt, event, running, pid) VALUES (%s, %s, %s, %s, %s)"
+
+log = logging.getLogger("worker_app")
 
 RETRYABLE = (RuntimeError, psycopg.OperationalError)  # Fatal is not
 
@@ -165,7 +171,24 @@ async def main() -> AsyncIterator[App]:
                 conn.execute(RECORD, (job.id, job.attempt, "end", 0, os.getpid()))
             return result
 
+        if os.environ.get("WORKER_APP_NOOP"):
+            app.entrypoint("noop_sync")(_noop)
+
+            @app.entrypoint("noop_async")
+            async def noop_async(job: Job) -> Any:
+                return _noop(job)
+
+        if PERIODIC:  # the schedule test: async_job on WORKER_APP_PERIODIC's cron
+            app.periodic(PERIODIC, name="ticker")(async_job)
+
         yield app
+
+
+def _noop(job: Job) -> Any:
+    """Nothing, or with payload `log`: one line in the handler's own logger."""
+    if job.payload.get("log"):
+        log.info("handler of %s says hello", job.entrypoint)
+    return None
 
 
 def _policy(name: str) -> dict[str, Any]:

@@ -99,3 +99,34 @@ def test_open_app_accepts_every_kind_of_factory() -> None:
         assert asyncio.run(opened(target)) is app
     with pytest.raises(PgqError, match=r"the factory gave int, expected a pgq_thin\.App"):
         asyncio.run(opened(lambda: 3))
+
+
+def test_periodic_declares_a_schedule_for_the_entrypoint_below() -> None:
+    app = App()
+
+    @app.periodic("*/5 * * * *")
+    @app.periodic("0 6 * * *", name="morning", timezone="Europe/Berlin", payload={"k": 1})
+    @app.entrypoint("cleanup")
+    async def cleanup(job: Job) -> None:
+        return None
+
+    assert cleanup.__name__ == "cleanup"  # the handler itself, still
+    assert sorted(app.periodics) == ["cleanup", "morning"]
+    morning = app.periodics["morning"]
+    assert (morning.entrypoint, morning.cron, morning.timezone, morning.payload) == (
+        "cleanup", "0 6 * * *", "Europe/Berlin", {"k": 1})  # fmt: skip
+    assert app.periodics["cleanup"].catch_up == "latest"
+
+
+def test_periodic_mistakes_are_clear() -> None:
+    app = App()
+
+    async def loose(job: Job) -> None:
+        return None
+
+    with pytest.raises(PgqError, match=r"goes above @app.entrypoint\(...\): 'loose'"):
+        app.periodic("@daily")(loose)
+    app.entrypoint("e")(loose)
+    app.periodic("@daily")(loose)
+    with pytest.raises(PgqError, match="schedule 'e' is declared twice"):
+        app.periodic("@hourly")(loose)
