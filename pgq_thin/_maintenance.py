@@ -8,6 +8,12 @@ of the live ones. VACUUM cannot run in a transaction or a function, hence a clie
 PostgreSQL lets only the table's owner, the database owner or a superuser vacuum it: any
 other role gets one warning at start and the loop leaves vacuuming to autovacuum.
 
+While a transaction holds the cleanup horizon back (an open analytics query, a session left
+`idle in transaction`), VACUUM can remove nothing it has not already removed: when one leaves
+the table as dead as it found it, the vacuuming worker stands down until the session holding
+the oldest snapshot or transaction id changes, and records so with pgq.report_vacuum (shown by
+pgq.health; pgq.dequeue then claims past the jobs it already took).
+
 Every worker calls pgq.prune() (which lets one caller at a time in) until it returns 0;
 the retention is the database's (pgq.configure). Errors are logged and retried at the next
 tick; they never stop the worker.
@@ -40,6 +46,17 @@ SELECT pg_stat_get_dead_tuples(t.oid) > 100 + pg_stat_get_live_tuples(t.oid) / 1
 FROM (SELECT 'pgq.jobs'::regclass::oid) AS t(oid)
 """
 VACUUM = "VACUUM pgq.jobs"
+# The session of this database whose snapshot or transaction id is oldest (the one holding the
+# horizon), with that id: the same pid in a later transaction holds another.
+HOLDER = """
+SELECT a.pid, coalesce(a.backend_xid, a.backend_xmin)::text
+FROM pg_catalog.pg_stat_activity AS a
+WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+  AND (a.backend_xid IS NOT NULL OR a.backend_xmin IS NOT NULL)
+ORDER BY greatest(age(a.backend_xid), age(a.backend_xmin)) DESC
+LIMIT 1
+"""
+REPORT_VACUUM = "SELECT pgq.report_vacuum(%s)"
 PRUNE = "SELECT pgq.prune(%s)"
 # Who may VACUUM a table in PostgreSQL 15: a superuser, its owner, or the database's owner
 # (membership counts as in pg_has_role ... 'USAGE').
@@ -63,6 +80,8 @@ class Maintenance:
         self._conn: Conn | None = None
         self._checked = False  # whether this role may vacuum was looked up
         self._vacuumer = False  # holds the vacuum lock on the current connection
+        self._held_by: tuple[int, str] | None = None  # (pid, xid) VACUUM stood down for
+        self._reported = False  # whether pgq.vacuum_state says so (a past worker's may not)
         self._failing: set[str] = set()  # tasks whose last run failed (one warning each)
 
     def _enabled(self) -> list[str]:
@@ -138,10 +157,33 @@ class Maintenance:
             self._vacuumer = bool(await _fetch(conn, TRY_LOCK, VACUUM_LOCK))
             if not self._vacuumer:
                 return  # another worker vacuums
-        if await _fetch(conn, NEEDS_VACUUM):
-            started = time.monotonic()
-            await conn.execute(VACUUM)
-            log.debug("maintenance: vacuumed pgq.jobs in %.3fs", time.monotonic() - started)
+        if not await _fetch(conn, NEEDS_VACUUM):
+            await self._stand_down(conn, None)
+            return
+        if self._held_by is not None and await _row(conn, HOLDER) == self._held_by:
+            return  # the horizon is still held: a VACUUM could remove nothing
+        started = time.monotonic()
+        await conn.execute(VACUUM)
+        log.debug("maintenance: vacuumed pgq.jobs in %.3fs", time.monotonic() - started)
+        # What VACUUM could not remove stays counted as dead: as dead as before means held.
+        await self._stand_down(
+            conn, await _row(conn, HOLDER) if await _fetch(conn, NEEDS_VACUUM) else None
+        )
+
+    async def _stand_down(self, conn: Conn, holder: tuple[int, str] | None) -> None:
+        """Record a change of whether VACUUM stands down (for `holder`) or runs (None)."""
+        if holder == self._held_by and self._reported:
+            return
+        if holder is not None:
+            log.info(
+                "maintenance: VACUUM of pgq.jobs stands down while session %d holds the "
+                "cleanup horizon (see pgq.health)",
+                holder[0],
+            )
+        elif self._held_by is not None:
+            log.info("maintenance: the cleanup horizon moved on; VACUUM of pgq.jobs runs again")
+        await conn.execute(REPORT_VACUUM, (None if holder is None else holder[0],))
+        self._held_by, self._reported = holder, True
 
     async def _prune(self, conn: Conn) -> None:
         """pgq.prune() until it has nothing left (or another worker is pruning)."""
@@ -150,6 +192,12 @@ class Maintenance:
             total += removed
         if total:
             log.info("maintenance: pruned %d row(s) older than the history retention", total)
+
+
+async def _row(conn: Conn, query: str) -> tuple[Any, ...] | None:
+    """The first row, if any."""
+    cur = await conn.execute(query)
+    return await cur.fetchone()
 
 
 async def _fetch(conn: Conn, query: str, params: tuple[Any, ...] | None = None) -> Any:

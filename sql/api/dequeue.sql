@@ -56,6 +56,10 @@ DECLARE
     v_allow integer[];
     v_running integer;
     v_ids bigint[];
+    v_held boolean;
+    v_marks jsonb;
+    v_tops integer[];
+    v_afters bigint[];
 BEGIN
     IF batch_size IS NULL OR batch_size < 1 OR batch_size > 10000 THEN
         RAISE EXCEPTION 'pgq: batch_size must be between 1 and 10000, got %', batch_size
@@ -70,9 +74,22 @@ BEGIN
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
 
+    -- While a transaction holds the cleanup horizon (the vacuuming worker stood down), every job
+    -- claimed or finished since leaves index entries no VACUUM may remove, and a scan from the
+    -- front of the claim order walks them all again. This session then claims past the last
+    -- job it took (its marks), and walks from the front, probing leases too, once a second:
+    -- a job queued behind a mark meanwhile (a retry, a release, a late commit, a higher
+    -- priority) waits at most that second.
+    SELECT v.stood_down_since IS NOT NULL, current_setting('pgq.claim_marks', true)::jsonb
+    INTO v_held, v_marks
+    FROM pgq.vacuum_state AS v;
+    IF NOT coalesce(v_held AND (v_marks ->> 't')::timestamptz > v_now - interval '1 second', false) THEN
+        v_marks := NULL;
+    END IF;
+
     -- Reap and promote only when an index probe finds an expired lease or a due job: the calls
     -- cost more than the probes, and most dequeues find neither.
-    SELECT (SELECT min(j.lease_expires_at) FROM pgq.jobs AS j) <= v_now,
+    SELECT v_marks IS NULL AND (SELECT min(j.lease_expires_at) FROM pgq.jobs AS j) <= v_now,
            (SELECT min(j.run_at) FROM pgq.jobs AS j WHERE j.state = 'scheduled') <= v_now
     INTO v_reap, v_promote;
     IF v_reap THEN
@@ -117,19 +134,48 @@ BEGIN
         END LOOP;
     END IF;
 
+    -- Where each entrypoint's walk starts: past its mark (priority top, ids after), or, without
+    -- one, from the front (no job has the top priority the first part reads).
+    SELECT array_agg(coalesce((v_marks -> n.name ->> 0)::integer, 2147483647) ORDER BY n.i),
+           array_agg(coalesce((v_marks -> n.name ->> 1)::bigint, 0) ORDER BY n.i)
+    INTO v_tops, v_afters
+    FROM unnest(v_names) WITH ORDINALITY AS n(name, i);
+
     -- One index walk per entrypoint, merged: highest priority first, then oldest.
     v_ids := ARRAY(
         SELECT c.id
-        FROM unnest(v_names, v_allow) AS a(name, n)
+        FROM unnest(v_names, v_allow, v_tops, v_afters) AS a(name, n, top, after)
         CROSS JOIN LATERAL (
-            SELECT j.id, j.priority FROM pgq.jobs AS j
-            WHERE j.entrypoint = a.name AND j.state = 'queued'
-            ORDER BY j.priority DESC, j.id
+            SELECT * FROM (
+                SELECT j.id, j.priority FROM pgq.jobs AS j
+                WHERE j.entrypoint = a.name AND j.state = 'queued' AND j.priority = a.top
+                  AND j.id > a.after
+                ORDER BY j.id
+                LIMIT a.n
+                FOR UPDATE SKIP LOCKED) AS at_mark
+            UNION ALL
+            SELECT * FROM (
+                SELECT j.id, j.priority FROM pgq.jobs AS j
+                WHERE j.entrypoint = a.name AND j.state = 'queued' AND j.priority < a.top
+                ORDER BY j.priority DESC, j.id
+                LIMIT a.n
+                FOR UPDATE SKIP LOCKED) AS below
             LIMIT a.n
-            FOR UPDATE SKIP LOCKED
         ) AS c
         ORDER BY c.priority DESC, c.id
         LIMIT batch_size);
+
+    -- Marks: each entrypoint's last job taken, kept for this session while the horizon is held
+    -- (from the walk from the front: 't'); an entrypoint that took nothing keeps its mark.
+    IF v_held THEN
+        SELECT coalesce(v_marks, jsonb_build_object('t', v_now))
+               || coalesce(jsonb_object_agg(l.entrypoint, jsonb_build_array(l.priority, l.id)), '{}')
+        INTO v_marks
+        FROM (SELECT DISTINCT ON (j.entrypoint) j.entrypoint, j.priority, j.id
+              FROM pgq.jobs AS j WHERE j.id = ANY (v_ids)
+              ORDER BY j.entrypoint, j.priority, j.id DESC) AS l;
+        PERFORM set_config('pgq.claim_marks', v_marks::text, false);
+    END IF;
     IF cardinality(v_ids) = 0 THEN
         RETURN;
     END IF;

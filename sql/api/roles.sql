@@ -59,7 +59,7 @@ GRANT EXECUTE ON FUNCTION
     pgq.dequeue, pgq.promote_due, pgq.reap, pgq.heartbeat, pgq.release,
     pgq.complete, pgq.complete_many, pgq.fail, pgq.fail_many,
     pgq.register_worker, pgq.worker_heartbeat, pgq.deregister_worker,
-    pgq.set_entrypoint, pgq.prune
+    pgq.set_entrypoint, pgq.prune, pgq.report_vacuum
 TO pgq_worker;
 -- The queue gauges of a worker's /metrics endpoint.
 GRANT SELECT ON pgq.queue_stats TO pgq_worker;

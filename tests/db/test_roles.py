@@ -53,6 +53,7 @@ CALLS = {
     "deregister_worker": "SELECT pgq.deregister_worker('w')",
     "set_entrypoint": "SELECT pgq.set_entrypoint('roles', max_attempts => 3)",
     "prune": "SELECT pgq.prune()",
+    "report_vacuum": "SELECT pgq.report_vacuum(NULL)",
     "explain_job": "SELECT pgq.explain_job(0)",
     "describe_schema": "SELECT count(*) FROM pgq.describe_schema()",
     "fingerprint": "SELECT pgq.fingerprint()",
@@ -71,7 +72,7 @@ PRODUCER = ANYONE | {"enqueue", "enqueue_many", "cancel"}
 WORKER = ANYONE | {
     "dequeue", "promote_due", "reap", "heartbeat", "release", "complete", "complete_many",
     "fail", "fail_many", "register_worker", "worker_heartbeat", "deregister_worker",
-    "set_entrypoint", "prune",
+    "set_entrypoint", "prune", "report_vacuum",
 }  # fmt: skip
 MONITOR = ANYONE | {"explain_job", "describe_schema", "fingerprint"}
 ALLOWED = {
