@@ -697,7 +697,7 @@ WITH done AS (
     FROM (SELECT enqueued_at FROM pgq.job_history UNION ALL SELECT enqueued_at FROM pgq.jobs) AS e
 )
 SELECT n, (SELECT count(*) FROM offered AS o WHERE o.n = d.n), count(*),
-       extract(epoch FROM percentile_cont(0.99) WITHIN GROUP (ORDER BY d.pickup))
+       extract(epoch FROM percentile_cont(0.99) WITHIN GROUP (ORDER BY d.pickup))::float8
 FROM done AS d GROUP BY n ORDER BY n
 """
 

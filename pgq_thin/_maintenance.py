@@ -12,7 +12,8 @@ While a transaction holds the cleanup horizon back (an open analytics query, a s
 `idle in transaction`), VACUUM can remove nothing it has not already removed: when one leaves
 the table as dead as it found it, the vacuuming worker stands down until the session holding
 the oldest snapshot or transaction id changes, and records so with pgq.report_vacuum (shown by
-pgq.health; pgq.dequeue then claims past the jobs it already took).
+pgq.health; pgq.dequeue then claims past the jobs it already took). Meanwhile it runs ANALYZE
+each time the table doubles, so that the planner, which VACUUM kept informed, still knows it.
 
 Every worker calls pgq.prune() (which lets one caller at a time in) until it returns 0;
 the retention is the database's (pgq.configure). Errors are logged and retried at the next
@@ -45,18 +46,27 @@ NEEDS_VACUUM = """
 SELECT pg_stat_get_dead_tuples(t.oid) > 100 + pg_stat_get_live_tuples(t.oid) / 10
 FROM (SELECT 'pgq.jobs'::regclass::oid) AS t(oid)
 """
+DEAD = "SELECT pg_stat_get_dead_tuples('pgq.jobs'::regclass)"
 VACUUM = "VACUUM pgq.jobs"
 # The session of this database whose snapshot or transaction id is oldest (the one holding the
-# horizon), with that id: the same pid in a later transaction holds another.
+# horizon), with that id: the horizon is held as long as the oldest id stays the same (sessions
+# whose snapshots were taken while nothing ran share it).
 HOLDER = """
 SELECT a.pid, coalesce(a.backend_xid, a.backend_xmin)::text
 FROM pg_catalog.pg_stat_activity AS a
 WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
   AND (a.backend_xid IS NOT NULL OR a.backend_xmin IS NOT NULL)
-ORDER BY greatest(age(a.backend_xid), age(a.backend_xmin)) DESC
+ORDER BY greatest(age(a.backend_xid), age(a.backend_xmin)) DESC, a.xact_start, a.pid
 LIMIT 1
 """
 REPORT_VACUUM = "SELECT pgq.report_vacuum(%s)"
+# The table outgrew twice the size its statistics know: plans made from them (the hot path's are
+# made once per session) would read it whole where an index finds a few rows.
+GROWN = """
+SELECT pg_relation_size(c.oid) > 2 * 8192 * greatest(c.relpages, 8)
+FROM pg_catalog.pg_class AS c WHERE c.oid = 'pgq.jobs'::regclass
+"""
+ANALYZE = "ANALYZE pgq.jobs"
 PRUNE = "SELECT pgq.prune(%s)"
 # Who may VACUUM a table in PostgreSQL 15: a superuser, its owner, or the database's owner
 # (membership counts as in pg_has_role ... 'USAGE').
@@ -160,15 +170,20 @@ class Maintenance:
         if not await _fetch(conn, NEEDS_VACUUM):
             await self._stand_down(conn, None)
             return
-        if self._held_by is not None and await _row(conn, HOLDER) == self._held_by:
-            return  # the horizon is still held: a VACUUM could remove nothing
+        held = self._held_by
+        if held is not None and (holder := await _row(conn, HOLDER)) and holder[1] == held[1]:
+            # Still held: a VACUUM could remove nothing, but the table grows, and VACUUM is
+            # what kept its size known to the planner.
+            if await _fetch(conn, GROWN):
+                await conn.execute(ANALYZE)
+            return
+        dead = await _fetch(conn, DEAD)
         started = time.monotonic()
         await conn.execute(VACUUM)
         log.debug("maintenance: vacuumed pgq.jobs in %.3fs", time.monotonic() - started)
-        # What VACUUM could not remove stays counted as dead: as dead as before means held.
-        await self._stand_down(
-            conn, await _row(conn, HOLDER) if await _fetch(conn, NEEDS_VACUUM) else None
-        )
+        # What VACUUM could not remove stays counted as dead: about as dead as before means held.
+        futile = await _fetch(conn, NEEDS_VACUUM) and await _fetch(conn, DEAD) > 0.9 * dead
+        await self._stand_down(conn, await _row(conn, HOLDER) if futile else None)
 
     async def _stand_down(self, conn: Conn, holder: tuple[int, str] | None) -> None:
         """Record a change of whether VACUUM stands down (for `holder`) or runs (None)."""
