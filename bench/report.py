@@ -17,12 +17,13 @@ DRIVEN = """\
 - **pgq-thin**: `pgq_thin.worker.Worker` (the runtime behind `pgq-thin run`), `batch_size`
   100, `max_concurrent_jobs` 200, log level WARNING; enqueue through `AsyncQueue.enqueue_many`
   (batches) and `AsyncQueue.enqueue` (single jobs, latency, lateness: each followed by
-  `commit()` on a default psycopg 3 connection, as a user's code does). *pgq-thin SQL only* is `bench/pgbench/pgq_claim_complete.sql`
-  (`pgq.dequeue` 100 + `pgq.complete_many`) under pgbench, no Python in the loop.
+  `commit()` on a default psycopg 3 connection, as a user's code does). *pgq-thin SQL only*
+  is `bench/pgbench/pgq_claim_complete.sql` (`pgq.dequeue` 100 + `pgq.complete_many`) under pgbench, no Python in the loop.
 - **PgQueuer**: schema by `pgq install`; `PgQueuer(AsyncpgPoolDriver)` with `batch_size` 100,
   `max_concurrent_tasks` 200, `mode=drain` for drains; enqueue through `Queries.enqueue` with
   lists, or one job a call on a plain asyncpg connection (each call commits on its own) for
-  single jobs, latency and lateness (`execute_after`); depth through `Queries.dequeue` + `Queries.log_jobs`.
+  single jobs, latency and lateness (`execute_after`); depth through `Queries.dequeue` +
+  `Queries.log_jobs`.
 - **procrastinate**: schema by its schema manager (what `procrastinate schema --apply` runs);
   `App.run_worker_async(concurrency=50, wait=False)` for drains; enqueue through
   `Task.batch_defer_async` / `defer_async` (psycopg 3); depth through `JobManager.fetch_job` +
