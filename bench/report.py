@@ -18,7 +18,8 @@ DRIVEN = """\
   100, `max_concurrent_jobs` 200, log level WARNING; enqueue through `AsyncQueue.enqueue_many`
   (batches) and `AsyncQueue.enqueue` (single jobs, latency, lateness: each followed by
   `commit()` on a default psycopg 3 connection, as a user's code does). *pgq-thin SQL only*
-  is `bench/pgbench/pgq_claim_complete.sql` (`pgq.dequeue` 100 + `pgq.complete_many`) under pgbench, no Python in the loop.
+  is `bench/pgbench/pgq_claim_complete.sql` (`pgq.dequeue` 100 + `pgq.complete_many`) under
+  pgbench, no Python in the loop.
 - **PgQueuer**: schema by `pgq install`; `PgQueuer(AsyncpgPoolDriver)` with `batch_size` 100,
   `max_concurrent_tasks` 200, `mode=drain` for drains; enqueue through `Queries.enqueue` with
   lists, or one job a call on a plain asyncpg connection (each call commits on its own) for
