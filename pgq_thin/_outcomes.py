@@ -87,10 +87,6 @@ class Outcome:
         )
 
 
-class _NotAllHeld(Exception):
-    """complete_many finished fewer jobs than it was given."""
-
-
 def _leases(outcomes: list[Outcome]) -> tuple[list[int], list[uuid.UUID]]:
     """The (job_ids, lease_tokens) arrays of the fenced pgq functions."""
     return [o.job.id for o in outcomes], [o.job.lease_token for o in outcomes]
@@ -149,10 +145,11 @@ class OutcomeWriter:
             retry.reset()
 
     async def _write(self, batch: list[Outcome]) -> None:
-        """One transaction for the batch; on a stale completion or a refused row, one by one."""
+        """One transaction for the batch; when the database refuses it, one by one."""
         done = [o for o in batch if o.kind == "complete"]
         failed = [o for o in batch if o.kind == "fail"]
         released = [o for o in batch if o.kind == "release"]
+        succeeded: set[int] = set()  # the ids pgq.complete_many completed
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 if done:
@@ -161,8 +158,7 @@ class OutcomeWriter:
                         results = None  # the same as NULL results, and nothing to send
                     cur = await conn.execute(COMPLETE_MANY, (*_leases(done), results))
                     row = await cur.fetchone()
-                    if row is None or row[0] != len(done):
-                        raise _NotAllHeld
+                    succeeded = set(row[0]) if row else succeeded
                 answers: dict[int, str] = {}
                 if failed:
                     params = (
@@ -176,14 +172,14 @@ class OutcomeWriter:
                     await conn.execute(RELEASE, _leases(released))
         except TRANSIENT:
             raise
-        except (_NotAllHeld, psycopg.Error):
+        except psycopg.Error:
             for outcome in batch:
                 await self._write_one(outcome)
             return
         written = {id(o) for o in batch}
         self._pending = [o for o in self._pending if id(o) not in written]
         for outcome in done:
-            self._done(outcome, "succeeded")
+            self._done(outcome, "succeeded" if outcome.job.id in succeeded else "stale")
         for outcome in failed:
             self._done(outcome, answers.get(outcome.job.id, "stale"))
         for outcome in released:

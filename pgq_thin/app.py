@@ -18,7 +18,7 @@ H = TypeVar("H", bound=Handler)
 
 @dataclass(frozen=True)
 class Job:
-    """A claimed job, as returned by `pgq.dequeue`, handed to its handler."""
+    """A claimed job, as returned by `pgq.claim`, handed to its handler."""
 
     id: int
     entrypoint: str
@@ -30,6 +30,7 @@ class Job:
     lease_token: uuid.UUID
     lease_expires_at: datetime
     enqueued_at: datetime
+    timeout_at: datetime | None = None  # when the database times the job out (None: no timeout)
 
     @property
     def stop_requested(self) -> threading.Event:

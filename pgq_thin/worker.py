@@ -1,8 +1,8 @@
 """The worker runtime: claim jobs, run their handlers, keep their leases, report how they ended.
 
-Every state change is a pgq.* call. Loops on one asyncio event loop: claiming (pgq.dequeue
+Every state change is a pgq.* call. Loops on one asyncio event loop: claiming (pgq.claim
 sized to free capacity, woken by NOTIFY pgq_jobs, polling as the fallback), listening (a
-dedicated LISTEN connection, also for pgq_cancel), heartbeats (pgq.heartbeat for every held
+dedicated LISTEN connection, also for pgq_cancel), heartbeats (pgq.renew for every held
 job; the ids it no longer holds are stopped; the worker itself in pgq.workers) and the
 OutcomeWriter (batched, fenced writes). Each job runs as its own task (`async def` handlers
 are awaited in it, plain `def` ones on HandlerThreads); a claim is decoded in one go.
@@ -59,19 +59,20 @@ DEREGISTER = "SELECT pgq.deregister_worker(%s)"
 # and the next completion's (synchronous) commit flushes it anyway. Saves ~0.4 ms a claim at idle.
 DEQUEUE = """
 SELECT d.id, d.entrypoint, d.payload::text, d.headers::text, d.priority, d.attempt,
-       d.max_attempts, d.lease_token, d.lease_expires_at, d.enqueued_at
-FROM set_config('synchronous_commit', 'off', true) AS s, pgq.dequeue(%b, %b, %b, %b) AS d
+       d.max_attempts, d.lease_token, d.lease_expires_at, d.enqueued_at, d.timeout_at
+FROM set_config('synchronous_commit', 'off', true) AS s, pgq.claim(%b, %b, %b, %b) AS d
 """
-HEARTBEAT = "SELECT * FROM pgq.heartbeat(%s, %s, %s)"
+# The jobs no longer held, and why ('cancelled', 'timeout', 'lost', 'finished').
+HEARTBEAT = "SELECT job_id, gone FROM pgq.renew(%s, %s, %s) WHERE gone IS NOT NULL"
 NOT_INSTALLED = (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName)
 
 
 @dataclass(eq=False)
 class _Held:
-    """A claim this worker holds, from pgq.dequeue until its outcome is written."""
+    """A claim this worker holds, from pgq.claim until its outcome is written."""
 
     job: Job
-    claimed_at: float  # loop.time() when pgq.dequeue was sent; timeouts count from it
+    claimed_at: float  # loop.time() when pgq.claim was sent; timeouts count from it
     task: asyncio.Task[None] | None = None
     call: ThreadCall | None = None  # a `def` handler's, in its thread
     stop_reason: str | None = None
@@ -86,7 +87,7 @@ async def _wait(event: asyncio.Event, timeout: float | None) -> None:
 
 
 def _jobs(rows: list[tuple[Any, ...]]) -> list[Job]:
-    """Jobs from pgq.dequeue rows (as DEQUEUE selects them), decoding all their JSON at once."""
+    """Jobs from pgq.claim rows (as DEQUEUE selects them), decoding all their JSON at once."""
     texts = [row[2] for row in rows] + [row[3] for row in rows]
     docs = json.loads(f"[{','.join(texts)}]")
     n = len(rows)
@@ -297,7 +298,7 @@ class Worker:
                 await _wait(self._stop, delay)
                 continue
             except psycopg.Error as exc:
-                raise PgqError(f"pgq.dequeue failed: {exc.diag.message_primary or exc}") from exc
+                raise PgqError(f"pgq.claim failed: {exc.diag.message_primary or exc}") from exc
             retry.reset()
             for job in jobs:
                 self._dispatch(job, claimed_at)
@@ -446,7 +447,7 @@ class Worker:
             held = list(self._held.values())
             ids = [h.job.id for h in held]
             tokens = [h.job.lease_token for h in held]
-            lost: set[int] = set()
+            lost: dict[int, str] = {}
             try:
                 async with self._pool.connection() as conn:
                     cur = await conn.execute(WORKER_HEARTBEAT, (self.worker_id,))
@@ -454,7 +455,7 @@ class Worker:
                         await conn.execute(REGISTER, self._registration())
                     if held:
                         cur = await conn.execute(HEARTBEAT, (ids, tokens, self._lease))
-                        lost = {row[0] for row in await cur.fetchall()}
+                        lost = dict(await cur.fetchall())
             except TRANSIENT as exc:
                 delay = retry.next()
                 log.warning("heartbeat failed: %s; retrying in %gs", one_line(exc), delay)
@@ -462,11 +463,11 @@ class Worker:
                 self._beat_now.set()
                 continue
             except psycopg.Error as exc:
-                raise PgqError(f"pgq.heartbeat failed: {exc.diag.message_primary or exc}") from exc
+                raise PgqError(f"pgq.renew failed: {exc.diag.message_primary or exc}") from exc
             retry.reset()
             for h in held:
                 if h.job.id in lost:
-                    cancelled = h.job.id in self._cancel_notified
+                    cancelled = lost[h.job.id] == "cancelled" or h.job.id in self._cancel_notified
                     self._stop_job(h, CANCELLED if cancelled else LEASE_LOST)
             self._cancel_notified.intersection_update(h.job.id for h in self._held.values())
 

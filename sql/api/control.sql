@@ -5,18 +5,13 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgq, pg_temp
 SECURITY DEFINER
 AS $$
+DECLARE
+    v_waiting bigint[];
 BEGIN
-    WITH ended AS (
-        DELETE FROM pgq.jobs AS j WHERE j.id = job_id AND j.state IN ('scheduled', 'queued')
-        RETURNING j.*
-    )
-    INSERT INTO pgq.job_history (id, entrypoint, state, priority, attempt, max_attempts, dedupe_key,
-                                 worker_id, enqueued_at, started_at, finished_at, error, result,
-                                 payload, headers)
-    SELECT d.id, d.entrypoint, 'cancelled', d.priority, d.attempt, d.max_attempts, d.dedupe_key,
-           d.worker_id, d.enqueued_at, d.started_at, pgq.now(), d.last_error, NULL, d.payload, d.headers
-    FROM ended AS d;
-    IF FOUND THEN
+    v_waiting := ARRAY(SELECT j.id FROM pgq.jobs AS j
+                       WHERE j.id = cancel.job_id AND j.state IN ('scheduled', 'queued') FOR UPDATE);
+    IF cardinality(v_waiting) > 0 THEN
+        PERFORM pgq._archive(false, v_waiting, NULL, ARRAY['cancelled'], NULL, NULL);
         RETURN true;
     END IF;
     UPDATE pgq.jobs AS j SET cancel_requested = true WHERE j.id = job_id AND j.state = 'running';

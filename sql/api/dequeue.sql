@@ -30,19 +30,33 @@ COMMENT ON FUNCTION pgq.promote_due(integer) IS
     'Makes due scheduled jobs claimable; called by dequeue, callable by anyone.';
 
 -- Claims up to batch_size ready jobs: priority then FIFO, per-entrypoint concurrency limits held
--- across all callers, expired leases reaped first. Call it in its own READ COMMITTED transaction.
-CREATE OR REPLACE FUNCTION pgq.dequeue(
+-- across all callers, expired leases reaped first. Rows come back in that claim order, each with
+-- the job's deadline (timeout_at). Call it in its own READ COMMITTED transaction.
+CREATE OR REPLACE FUNCTION pgq.claim(
     entrypoints text[],
     batch_size integer DEFAULT 1,
     worker_id text DEFAULT NULL,
     lease_duration interval DEFAULT interval '30 seconds'
-) RETURNS SETOF pgq.claimed_job
+) RETURNS TABLE (
+    id bigint,
+    entrypoint text,
+    payload jsonb,
+    headers jsonb,
+    priority integer,
+    attempt integer,
+    max_attempts integer,
+    lease_token uuid,
+    lease_expires_at timestamptz,
+    enqueued_at timestamptz,
+    timeout_at timestamptz
+)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgq, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET jit = off
 SECURITY DEFINER
 AS $$
+#variable_conflict use_column
 DECLARE
     v_now timestamptz := pgq.now();
     v_reap boolean;
@@ -181,19 +195,64 @@ BEGIN
     END IF;
 
     RETURN QUERY
-    UPDATE pgq.jobs AS j SET
-        state = 'running',
-        attempt = j.attempt + 1,
-        lease_token = gen_random_uuid(),
-        lease_expires_at = least(v_now + lease_duration, v_now + t.timeout),
-        timeout_at = v_now + t.timeout,
-        worker_id = dequeue.worker_id,
-        started_at = v_now
-    FROM unnest(v_names, v_timeouts, v_max_attempts) AS t(name, timeout, max_attempts)
-    WHERE j.id = ANY (v_ids) AND t.name = j.entrypoint
-    RETURNING j.id, j.entrypoint, j.payload, j.headers, j.priority, j.attempt,
-              coalesce(j.max_attempts, t.max_attempts), j.lease_token, j.lease_expires_at, j.enqueued_at;
+    WITH claimed AS (
+        UPDATE pgq.jobs AS j SET
+            state = 'running',
+            attempt = j.attempt + 1,
+            lease_token = gen_random_uuid(),
+            lease_expires_at = least(v_now + claim.lease_duration, v_now + t.timeout),
+            timeout_at = v_now + t.timeout,
+            worker_id = claim.worker_id,
+            started_at = v_now
+        FROM unnest(v_names, v_timeouts, v_max_attempts) AS t(name, timeout, max_attempts)
+        WHERE j.id = ANY (v_ids) AND t.name = j.entrypoint
+        RETURNING j.id, j.entrypoint, j.payload, j.headers, j.priority, j.attempt,
+                  coalesce(j.max_attempts, t.max_attempts) AS max_attempts, j.lease_token,
+                  j.lease_expires_at, j.enqueued_at, j.timeout_at
+    )
+    SELECT * FROM claimed AS c ORDER BY c.priority DESC, c.id;
 END
 $$;
+COMMENT ON FUNCTION pgq.claim(text[], integer, text, interval) IS
+    'Claims up to batch_size ready jobs (priority, then FIFO; concurrency limits across workers) with a lease; rows in claim order, with timeout_at.';
+
+-- The 0.1 form of pgq.claim, kept for the workers of that release (their rows have exactly
+-- these columns): the same claim without timeout_at.
+CREATE OR REPLACE FUNCTION pgq.dequeue(
+    entrypoints text[],
+    batch_size integer DEFAULT 1,
+    worker_id text DEFAULT NULL,
+    lease_duration interval DEFAULT interval '30 seconds'
+) RETURNS SETOF pgq.claimed_job
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pgq, pg_temp
+SET jit = off
+SECURITY DEFINER
+AS $$
+    SELECT c.id, c.entrypoint, c.payload, c.headers, c.priority, c.attempt, c.max_attempts,
+           c.lease_token, c.lease_expires_at, c.enqueued_at
+    FROM pgq.claim(entrypoints, batch_size, worker_id, lease_duration) AS c
+$$;
 COMMENT ON FUNCTION pgq.dequeue(text[], integer, text, interval) IS
-    'Claims up to batch_size ready jobs (priority, then FIFO; concurrency limits across workers) with a lease.';
+    'The 0.1 form of pgq.claim (no timeout_at column): claims up to batch_size ready jobs with a lease, in claim order.';
+
+-- When the earliest scheduled job (delayed enqueue, retry in backoff) of these entrypoints is
+-- due, or NULL when none is scheduled: a worker sleeps until then instead of a poll interval,
+-- as no NOTIFY announces that a scheduled job became due.
+CREATE OR REPLACE FUNCTION pgq.next_due(entrypoints text[]) RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pgq, pg_temp
+SET jit = off
+SECURITY DEFINER
+AS $$
+    SELECT min(n.run_at)
+    FROM unnest(entrypoints) AS e(name)
+    CROSS JOIN LATERAL (
+        SELECT j.run_at FROM pgq.jobs AS j
+        WHERE j.entrypoint = e.name AND j.state = 'scheduled'
+        ORDER BY j.run_at
+        LIMIT 1
+    ) AS n
+$$;
+COMMENT ON FUNCTION pgq.next_due(text[]) IS
+    'The run_at of the earliest scheduled job of these entrypoints (NULL if none): when to wake up and claim.';

@@ -208,12 +208,14 @@ LEFT JOIN LATERAL (
 COMMENT ON VIEW pgq.health IS
     'Expired leases, live/dead tuples of pgq.jobs and pgq.job_history, NOTIFY queue usage, the oldest transaction holding back vacuum, and whether the workers'' VACUUM stands down for it.';
 
--- Changes the settings (retention, worker staleness, size caps of enqueue); NULL keeps a value.
+-- Changes the settings (retention, worker staleness, size caps of enqueue and of results); NULL
+-- keeps a value.
 CREATE OR REPLACE FUNCTION pgq.configure(
     history_retention interval DEFAULT NULL,
     worker_stale_after interval DEFAULT NULL,
     max_payload_bytes integer DEFAULT NULL,
-    max_headers_bytes integer DEFAULT NULL
+    max_headers_bytes integer DEFAULT NULL,
+    max_result_bytes integer DEFAULT NULL
 ) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgq, pg_temp
@@ -228,19 +230,20 @@ BEGIN
         RAISE EXCEPTION 'pgq: worker_stale_after must be positive and at most 10 years, got %', worker_stale_after
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF max_payload_bytes < 1 OR max_headers_bytes < 1 THEN
-        RAISE EXCEPTION 'pgq: max_payload_bytes and max_headers_bytes must be positive'
+    IF max_payload_bytes < 1 OR max_headers_bytes < 1 OR max_result_bytes < 1 THEN
+        RAISE EXCEPTION 'pgq: max_payload_bytes, max_headers_bytes and max_result_bytes must be positive'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     UPDATE pgq.settings AS s SET
         history_retention = coalesce(configure.history_retention, s.history_retention),
         worker_stale_after = coalesce(configure.worker_stale_after, s.worker_stale_after),
         max_payload_bytes = coalesce(configure.max_payload_bytes, s.max_payload_bytes),
-        max_headers_bytes = coalesce(configure.max_headers_bytes, s.max_headers_bytes);
+        max_headers_bytes = coalesce(configure.max_headers_bytes, s.max_headers_bytes),
+        max_result_bytes = coalesce(configure.max_result_bytes, s.max_result_bytes);
 END
 $$;
-COMMENT ON FUNCTION pgq.configure(interval, interval, integer, integer) IS
-    'Sets history_retention (7 days), worker_stale_after (1 minute), max_payload_bytes (1 MiB) and max_headers_bytes (64 KiB); NULL keeps a value.';
+COMMENT ON FUNCTION pgq.configure(interval, interval, integer, integer, integer) IS
+    'Sets history_retention (7 days), worker_stale_after (1 minute), max_payload_bytes (1 MiB), max_headers_bytes (64 KiB) and max_result_bytes (1 MiB); NULL keeps a value.';
 
 -- Announces a worker, or announces it again after a restart or after prune forgot it.
 CREATE OR REPLACE FUNCTION pgq.register_worker(

@@ -1,4 +1,7 @@
--- Fails running jobs whose lease expired or that ran past their timeout, with error 'timeout'.
+-- Ends running jobs whose lease lapsed: 'timeout' when the lease ran to the job's timeout, else
+-- 'worker lost: <worker id> ...' (its holder stopped renewing it). The holder's own late
+-- complete/fail/renew/release records the same in its statement (pgq._lock_held), so the
+-- outcome never depends on whether a reap came first.
 CREATE OR REPLACE FUNCTION pgq.reap(max_jobs integer DEFAULT 1000) RETURNS integer
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgq, pg_temp
@@ -22,9 +25,9 @@ BEGIN
     IF cardinality(v_ids) = 0 THEN
         RETURN 0;
     END IF;
-    PERFORM pgq._settle_failures(v_ids, array_fill('timeout'::text, ARRAY[cardinality(v_ids)]), NULL);
+    PERFORM pgq._expire(v_ids);
     RETURN cardinality(v_ids);
 END
 $$;
 COMMENT ON FUNCTION pgq.reap(integer) IS
-    'Fails (retry or dead-letter by policy) running jobs past their lease or timeout; returns how many.';
+    'Fails (retry or dead-letter by policy) running jobs past their lease or timeout, as ''timeout'' or ''worker lost: ...''; returns how many.';

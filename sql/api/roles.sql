@@ -56,7 +56,7 @@ GRANT EXECUTE ON FUNCTION pgq.enqueue, pgq.enqueue_many, pgq.cancel TO pgq_produ
 -- A worker registers its entrypoints' policies at start (pgq.set_entrypoint), so it may also
 -- pause and resume them; it prunes history within the retention pgq_admin sets.
 GRANT EXECUTE ON FUNCTION
-    pgq.dequeue, pgq.promote_due, pgq.reap, pgq.heartbeat, pgq.release,
+    pgq.claim, pgq.dequeue, pgq.next_due, pgq.promote_due, pgq.reap, pgq.renew, pgq.heartbeat, pgq.release,
     pgq.complete, pgq.complete_many, pgq.fail, pgq.fail_many,
     pgq.register_worker, pgq.worker_heartbeat, pgq.deregister_worker,
     pgq.set_entrypoint, pgq.prune, pgq.report_vacuum

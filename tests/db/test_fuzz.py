@@ -34,6 +34,9 @@ INTERNAL = {
     "_check_entrypoints",
     "_check_batch",
     "_record_install",
+    "_archive",
+    "_expire",
+    "_check_results",
 }
 # The SQLSTATEs of docs/sql-api.md's error table.
 DOCUMENTED = {"22023", "22004", "2202E", "54000", "P0002", "55000", "23505"}

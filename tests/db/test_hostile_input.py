@@ -200,8 +200,9 @@ def test_batches_are_bounded_and_empty_batches_do_nothing(pgq_conn: Conn) -> Non
     )
     before = value(pgq_conn, DIGEST_SQL)
     assert pgq_conn.execute("SELECT * FROM pgq.enqueue_many('{}', '{}')").fetchall() == []
-    assert value(pgq_conn, "SELECT pgq.complete_many('{}', '{}')") == 0
+    assert value(pgq_conn, "SELECT pgq.complete_many('{}', '{}')") == []
     assert pgq_conn.execute("SELECT * FROM pgq.fail_many('{}', '{}', '{}')").fetchall() == []
     assert pgq_conn.execute("SELECT * FROM pgq.heartbeat('{}', '{}')").fetchall() == []
+    assert pgq_conn.execute("SELECT * FROM pgq.renew('{}', '{}')").fetchall() == []
     assert value(pgq_conn, "SELECT pgq.release('{}', '{}')") == 0
     assert value(pgq_conn, DIGEST_SQL) == before

@@ -120,7 +120,39 @@ class Lifecycle(RuleBasedStateMachine):
         return uuid.uuid4()
 
     def holds(self, row: dict[str, Any] | None, token: uuid.UUID) -> bool:
+        """The token holds a live lease: the call acts on the job."""
+        return self.claimed(row, token) and row is not None and row["lease_expires_at"] > self.now
+
+    def claimed(self, row: dict[str, Any] | None, token: uuid.UUID) -> bool:
+        """The token is the job's current lease, live or lapsed (then the call ends it)."""
         return row is not None and row["state"] == "running" and row["lease_token"] == token
+
+    def check_expired(self, row: dict[str, Any]) -> None:
+        """The job of `row` (a lapsed claim) was recorded as pgq.reap records it."""
+        job_id = row["id"]
+        after = self.live(job_id)
+        timed_out = row["timeout_at"] is not None and row["lease_expires_at"] >= row["timeout_at"]
+        error = "timeout" if timed_out else "worker lost: w (lease not renewed)"
+        if row["cancel_requested"]:
+            expected = "cancelled"
+        elif row["attempt"] < self.effective_max(row):
+            expected = "retry"
+        else:
+            expected = "failed"
+        if expected == "retry":
+            assert after is not None, (row, self.hist(job_id))
+            delay = backoff(row["entrypoint"], row["attempt"])
+            assert after["state"] == ("scheduled" if delay else "queued")
+            if timed_out:
+                assert after["run_at"] == self.now + delay
+            else:  # a lost worker's jobs retry spread over 0.5 to 1.5 times their backoff
+                cap = timedelta(seconds=POLICIES[row["entrypoint"]]["max"])
+                assert self.now + delay / 2 <= after["run_at"] <= self.now + min(delay * 1.5, cap)
+            assert after["last_error"] == error and after["attempt"] == row["attempt"]
+        else:
+            h = self.hist(job_id)
+            assert after is None and h is not None, (row, after)
+            assert (h["state"], h["error"], h["attempt"]) == (expected, error, row["attempt"])
 
     def effective_max(self, row: dict[str, Any]) -> int:
         return int(row["max_attempts"] or POLICIES[row["entrypoint"]]["max_attempts"])
@@ -323,7 +355,11 @@ class Lifecycle(RuleBasedStateMachine):
         done = self.one("SELECT pgq.complete(%s, %s, '{\"ok\": 1}')", (job_id, token))
         if not self.holds(row, token):
             assert done is False
-            assert self.digest() == before, "complete with a stale token changed something"
+            if self.claimed(row, token):
+                assert row is not None
+                self.check_expired(row)
+            else:
+                assert self.digest() == before, "complete with a stale token changed something"
             return
         assert row is not None
         assert done is (not row["cancel_requested"])
@@ -344,7 +380,11 @@ class Lifecycle(RuleBasedStateMachine):
         outcome = self.one("SELECT pgq.fail(%s, %s, 'boom', %s)", (job_id, token, retryable))
         if not self.holds(row, token):
             assert outcome == "stale"
-            assert self.digest() == before, "fail with a stale token changed something"
+            if self.claimed(row, token):
+                assert row is not None
+                self.check_expired(row)
+            else:
+                assert self.digest() == before, "fail with a stale token changed something"
             return
         assert row is not None
         if row["cancel_requested"]:
@@ -377,8 +417,12 @@ class Lifecycle(RuleBasedStateMachine):
     def check_heartbeat(self, ids: list[int], tokens: list[uuid.UUID]) -> None:
         held = set()
         extended: dict[int, datetime] = {}
+        lapsed: dict[int, dict[str, Any]] = {}
         for job_id, token in zip(ids, tokens, strict=True):
             row = self.live(job_id)
+            if self.claimed(row, token) and not self.holds(row, token):
+                assert row is not None
+                lapsed[job_id] = row
             if self.holds(row, token) and row is not None and not row["cancel_requested"]:
                 end = self.now + timedelta(seconds=LEASE)
                 if row["timeout_at"] is not None:
@@ -394,7 +438,9 @@ class Lifecycle(RuleBasedStateMachine):
         for job_id, end in extended.items():  # never past the job's timeout
             row = self.live(job_id)
             assert row is not None and row["lease_expires_at"] == end
-        if not any(self.holds(self.live(i), t) for i, t in zip(ids, tokens, strict=True)):
+        for row in lapsed.values():
+            self.check_expired(row)
+        if not extended and not lapsed:
             assert self.digest() == before, "heartbeat with stale tokens changed something"
 
     @precondition(lambda self: bool(self.tokens))
@@ -409,7 +455,11 @@ class Lifecycle(RuleBasedStateMachine):
         released = self.one("SELECT pgq.release(%s, %s)", ([job_id], [token]))
         if not self.holds(row, token):
             assert released == 0
-            assert self.digest() == before, "release with a stale token changed something"
+            if self.claimed(row, token):
+                assert row is not None
+                self.check_expired(row)
+            else:
+                assert self.digest() == before, "release with a stale token changed something"
             return
         assert row is not None
         if row["cancel_requested"]:
@@ -436,28 +486,8 @@ class Lifecycle(RuleBasedStateMachine):
             )
         }
         assert self.one("SELECT pgq.reap()") == len(expired)
-        for job_id, row in expired.items():
-            after = self.live(job_id)
-            if row["cancel_requested"]:
-                expected = "cancelled"
-            elif row["attempt"] < self.effective_max(row):
-                expected = "retry"
-            else:
-                expected = "failed"
-            if expected == "retry":
-                assert after is not None, (row, self.hist(job_id))
-                delay = backoff(row["entrypoint"], row["attempt"])
-                assert after["state"] == ("scheduled" if delay else "queued")
-                assert after["run_at"] == self.now + delay
-                assert after["last_error"] == "timeout" and after["attempt"] == row["attempt"]
-            else:
-                h = self.hist(job_id)
-                assert after is None and h is not None, (row, after)
-                assert (h["state"], h["error"], h["attempt"]) == (
-                    expected,
-                    "timeout",
-                    row["attempt"],
-                )
+        for row in expired.values():
+            self.check_expired(row)
 
     # -- operators ------------------------------------------------------------------------
 

@@ -15,11 +15,13 @@ import psycopg
 QUEUED = 200_000
 HOT_PATH_ROUND = [
     "SELECT array_agg(id) AS ids, array_agg(lease_token) AS tokens"
-    " FROM pgq.dequeue(ARRAY['a', 'b'], 100, 'w')",
+    " FROM pgq.claim(ARRAY['a', 'b'], 100, 'w')",
     "SELECT pgq.complete_many(%(ids)s, %(tokens)s)",
     "SELECT array_agg(id) AS ids, array_agg(lease_token) AS tokens"
-    " FROM pgq.dequeue(ARRAY['a', 'b'], 100, 'w')",
+    " FROM pgq.claim(ARRAY['a', 'b'], 100, 'w')",
+    "SELECT count(*) FROM pgq.renew(%(ids)s, %(tokens)s)",
     "SELECT count(*) FROM pgq.heartbeat(%(ids)s, %(tokens)s)",
+    "SELECT pgq.next_due(ARRAY['a', 'b'])",
     "SELECT count(*) FROM pgq.fail_many(%(ids)s, %(tokens)s, array_fill('x'::text, ARRAY[100]))",
     "SELECT count(*) FROM pgq.enqueue_many(array_fill('a'::text, ARRAY[100]),"
     " array_fill('{}'::jsonb, ARRAY[100]))",

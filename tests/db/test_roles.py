@@ -39,7 +39,10 @@ CALLS = {
     "enqueue": "SELECT pgq.enqueue('roles')",
     "enqueue_many": "SELECT pgq.enqueue_many(ARRAY['roles'], ARRAY['{}'::jsonb])",
     "cancel": "SELECT pgq.cancel(0)",
+    "claim": "SELECT * FROM pgq.claim(ARRAY['roles'], 1, 'w')",
     "dequeue": "SELECT * FROM pgq.dequeue(ARRAY['roles'], 1, 'w')",
+    "next_due": "SELECT pgq.next_due(ARRAY['roles'])",
+    "renew": "SELECT * FROM pgq.renew(ARRAY[0::bigint], ARRAY[gen_random_uuid()])",
     "promote_due": "SELECT pgq.promote_due()",
     "reap": "SELECT pgq.reap()",
     "heartbeat": "SELECT * FROM pgq.heartbeat(ARRAY[0::bigint], ARRAY[gen_random_uuid()])",
@@ -64,13 +67,17 @@ CALLS = {
     "_check_batch": "SELECT pgq._check_batch('a and b', ARRAY[1, 1])",
     "_settle_failures": "SELECT * FROM pgq._settle_failures('{}', '{}', '{}')",
     "_lock_held": "SELECT pgq._lock_held('{}', '{}')",
+    "_archive": "SELECT * FROM pgq._archive(true, '{}', '{}', NULL, NULL, NULL)",
+    "_expire": "SELECT * FROM pgq._expire('{}')",
+    "_check_results": "SELECT pgq._check_results('{}')",
     "_backoff": "SELECT pgq._backoff(1, '1s', 2, '1h', 0)",
     "_record_install": "SELECT pgq._record_install()",
 }
 ANYONE = {"now", "version"}
 PRODUCER = ANYONE | {"enqueue", "enqueue_many", "cancel"}
 WORKER = ANYONE | {
-    "dequeue", "promote_due", "reap", "heartbeat", "release", "complete", "complete_many",
+    "claim", "dequeue", "next_due", "promote_due", "reap", "renew", "heartbeat", "release",
+    "complete", "complete_many",
     "fail", "fail_many", "register_worker", "worker_heartbeat", "deregister_worker",
     "set_entrypoint", "prune", "report_vacuum",
 }  # fmt: skip

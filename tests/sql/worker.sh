@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A pgq-thin worker written in bash + psql only, to show that any client gets the queue's
-# behaviour from the SQL functions alone. It claims a batch (pgq.dequeue), does the "work" in
+# behaviour from the SQL functions alone. It claims a batch (pgq.claim), does the "work" in
 # SQL, finishes the batch (pgq.complete_many), and stops when dequeue returns nothing.
 #
 #   tests/sql/worker.sh [-d CONNINFO] [-e ENTRYPOINT] [-b BATCH] [-w WORKER_ID] [-l LEASE]
@@ -50,9 +50,9 @@ SELECT count(*) AS n,
        coalesce(array_agg(c.id ORDER BY c.id), '{}') AS ids,
        coalesce(array_agg(c.lease_token ORDER BY c.id), '{}') AS tokens,
        coalesce(array_agg(c.payload ORDER BY c.id), '{}') AS payloads
-FROM pgq.dequeue(ARRAY[:'ep'], :batch, :'worker', :'lease'::interval) AS c
+FROM pgq.claim(ARRAY[:'ep'], :batch, :'worker', :'lease'::interval) AS c
 \gset
-SELECT :n || ' ' || pgq.complete_many(
+SELECT :n || ' ' || cardinality(pgq.complete_many(
     :'ids'::bigint[],
     :'tokens'::uuid[],
     ARRAY(SELECT jsonb_build_object(
@@ -61,7 +61,7 @@ SELECT :n || ' ' || pgq.complete_many(
                      'md5', md5(p.doc::text),
                      'worker', :'worker')
           FROM unnest(:'payloads'::jsonb[]) WITH ORDINALITY AS p(doc, ord)
-          ORDER BY p.ord));
+          ORDER BY p.ord)));
 SQL
     )
     read -r n done <<<"$out"

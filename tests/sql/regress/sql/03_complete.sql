@@ -45,15 +45,17 @@ SELECT id, state, attempt, worker_id FROM pgq.job_history WHERE id = 2;
 -- (That dequeue reaped job 3 as well: its lease had expired too.)
 SELECT id, state, attempt, error FROM pgq_test.jobs WHERE id = 3;
 
--- An expired lease that nobody reaped yet still belongs to its holder.
+-- An expired lease that nobody reaped yet is over all the same: complete returns false and
+-- records the lapse as the reaper would.
 SELECT pgq.enqueue('a', '{"n": 5}') AS id5;
 INSERT INTO pgq_test.held SELECT * FROM pgq.dequeue('{a}', 1, 'w3') RETURNING id, attempt;
 INSERT INTO pgq_test.held SELECT * FROM pgq.dequeue('{a}', 1, 'w3') RETURNING id, attempt;
 SELECT pgq_test.advance('1 minute');
 SELECT id, lease_expires_at < pgq.now() AS expired FROM pgq.jobs WHERE state = 'running' ORDER BY id;
 SELECT pgq.complete(3, pgq_test.token(3)) AS expired_but_not_reaped;
+SELECT id, state, attempt, error FROM pgq_test.jobs WHERE id = 3;
 
--- complete_many: counts the jobs it finished; stale entries are skipped.
+-- complete_many: returns the ids it finished; stale entries are skipped.
 SELECT pgq_test.reset();
 SELECT count(*) FROM pgq.enqueue_many(array_fill('a'::text, ARRAY[5]), NULL);
 INSERT INTO pgq_test.held SELECT * FROM pgq.dequeue('{a}', 4) RETURNING id;

@@ -32,7 +32,8 @@ SELECT id, lease_expires_at, cancel_requested FROM pgq.jobs WHERE state = 'runni
 SELECT pgq.complete(2, pgq_test.token(2));
 SELECT * FROM pgq.heartbeat(ARRAY[2], ARRAY[pgq_test.token(2)]) AS not_held;
 
--- Once the timeout has passed, the job is no longer held (the reaper will fail it).
+-- Once the timeout has passed, the claim is over: the heartbeat records the timeout itself, as
+-- the reaper would, and the reaper finds nothing left of it.
 SELECT pgq_test.advance('100 seconds');
 SELECT * FROM pgq.heartbeat(ARRAY[1], ARRAY[pgq_test.token(1)], '1 hour') AS not_held;
 SELECT id, lease_expires_at FROM pgq.jobs WHERE id = 1;
