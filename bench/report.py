@@ -334,6 +334,98 @@ def machine(r: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
+def sections(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, list[str]]]:
+    """(title, what was run, tables) of each workload present, in the report's order."""
+    out = []
+    if "drain" in r:
+        cfg = r["drain"]["config"]
+        out.append(
+            (
+                "1. Drain pre-enqueued no-op jobs",
+                f"{cfg['drain_jobs']:,} jobs a round "
+                f"(procrastinate: {cfg['drain_jobs_procrastinate']:,}).",
+                per_system_table(r["drain"]["rows"], "workers", "Worker processes:"),
+            )
+        )
+    if "enqueue" in r:
+        out.append(
+            (
+                "2. Batch enqueue",
+                f"{r['enqueue']['config']['enqueue_jobs']:,} jobs a round, one producer, "
+                "one transaction per batch.",
+                per_system_table(r["enqueue"]["rows"], "batch", "Batch size:"),
+            )
+        )
+    if "latency" in r:
+        cfg = r["latency"]["config"]
+        out.append(
+            (
+                "3. Idle latency, enqueue → handler start",
+                f"One idle worker; {cfg['latency_jobs']:,} single enqueues a round (each committed "
+                f"as in section 6), {cfg['latency_interval'] * 1000:g} ms apart; percentiles over "
+                "all rounds.",
+                latency_table(r["latency"]),
+            )
+        )
+    if "depth" in r:
+        out.append(
+            (
+                "4. Dequeue + complete rate by queue depth",
+                f"{r['depth']['config']['depth_calls']} calls of 100 jobs (procrastinate: 1 job) "
+                "at a constant depth: each call's jobs are replaced, untimed, before the next.",
+                depth_table(r["depth"]),
+            )
+        )
+    if "churn" in r:
+        out.append(
+            (
+                "5. Churn: hot-table size as jobs flow through (pgq-thin)",
+                f"A producer keeps about 2,000 jobs waiting for "
+                f"{r['churn']['config']['churn_workers']} pgq-thin worker processes; autovacuum as "
+                "the server has it (see its settings above). Sizes are taken each time the hot "
+                "table has emptied.",
+                churn_table(r["churn"]),
+            )
+        )
+    if "single" in r:
+        out.append(
+            (
+                "6. Single enqueue, one job per commit on the caller's connection",
+                f"{r['single']['config']['single_jobs']:,} jobs a round, back to back: psycopg's "
+                "default connection (a transaction: the call, then `commit()`), asyncpg's (each "
+                "call commits on its own), as a user's code has them.",
+                single_table(r["single"]),
+            )
+        )
+    if "lateness" in r:
+        cfg = r["lateness"]["config"]
+        out.append(
+            (
+                "7. Scheduled jobs: how late a job due 1 s ahead starts",
+                f"One idle worker; {cfg['lateness_jobs']:,} jobs a round, enqueued "
+                f"{cfg['lateness_interval'] * 1000:g} ms apart, each due "
+                f"{cfg['lateness_ahead']:g} s after its enqueue; latency = handler start minus "
+                "due time (wall clock).",
+                latency_table(r["lateness"]),
+            )
+        )
+    if "horizon" in r:
+        cfg, (opened, ended) = r["horizon"]["config"], r["horizon"]["hold"]
+        out.append(
+            (
+                "8. A transaction holding the cleanup horizon (pgq-thin)",
+                f"One worker process (16 jobs of 1 ms at once, batches of 16) offered "
+                f"{cfg['horizon_rate']:,} jobs/s (batches of 10 every 10 ms); another connection "
+                f"holds a REPEATABLE READ snapshot from {opened:g} s to {ended:g} s. Finished and "
+                "pickup (claim time minus enqueue time) from the history, per window of finishing "
+                "time; dead rows, table size (heap + indexes) and backlog sampled at each window's "
+                "start.",
+                horizon_table(r["horizon"]),
+            )
+        )
+    return out
+
+
 def write(results: Path, out: Path) -> None:
     """Render every results file present into `out`."""
     r = load(results)
@@ -351,98 +443,8 @@ def write(results: Path, out: Path) -> None:
         *targets(r),
         "",
     ]
-    if "drain" in r:
-        lines += [
-            "## 1. Drain pre-enqueued no-op jobs",
-            "",
-            f"{r['drain']['config']['drain_jobs']:,} jobs a round "
-            f"(procrastinate: {r['drain']['config']['drain_jobs_procrastinate']:,}).",
-            "",
-            *per_system_table(r["drain"]["rows"], "workers", "Worker processes:"),
-        ]
-    if "enqueue" in r:
-        lines += [
-            "## 2. Batch enqueue",
-            "",
-            f"{r['enqueue']['config']['enqueue_jobs']:,} jobs a round, one producer, "
-            "one transaction per batch.",
-            "",
-            *per_system_table(r["enqueue"]["rows"], "batch", "Batch size:"),
-        ]
-    if "latency" in r:
-        cfg = r["latency"]["config"]
-        lines += [
-            "## 3. Idle latency, enqueue → handler start",
-            "",
-            f"One idle worker; {cfg['latency_jobs']:,} single enqueues a round, "
-            f"{cfg['latency_interval'] * 1000:g} ms apart; percentiles over all rounds.",
-            "",
-            *latency_table(r["latency"]),
-            "",
-        ]
-    if "depth" in r:
-        lines += [
-            "## 4. Dequeue + complete rate by queue depth",
-            "",
-            f"{r['depth']['config']['depth_calls']} calls of 100 jobs (procrastinate: 1 job) "
-            "at a constant depth: each call's jobs are replaced, untimed, before the next.",
-            "",
-            *depth_table(r["depth"]),
-            "",
-        ]
-    if "churn" in r:
-        cfg = r["churn"]["config"]
-        lines += [
-            "## 5. Churn: hot-table size as jobs flow through (pgq-thin)",
-            "",
-            f"A producer keeps about 2,000 jobs waiting for {cfg['churn_workers']} pgq-thin "
-            "worker processes; autovacuum as the server has it (see its settings above). Sizes "
-            "are taken each time "
-            "the hot table has emptied.",
-            "",
-            *churn_table(r["churn"]),
-            "",
-        ]
-    if "single" in r:
-        cfg = r["single"]["config"]
-        lines += [
-            "## 6. Single enqueue, one job per commit on the caller's connection",
-            "",
-            f"{cfg['single_jobs']:,} jobs a round, back to back: psycopg's default "
-            "connection (a transaction: the call, then `commit()`), asyncpg's (each call "
-            "commits on its own), as a user's code has them.",
-            "",
-            *single_table(r["single"]),
-            "",
-        ]
-    if "lateness" in r:
-        cfg = r["lateness"]["config"]
-        lines += [
-            "## 7. Scheduled jobs: how late a job due 1 s ahead starts",
-            "",
-            f"One idle worker; {cfg['lateness_jobs']:,} jobs a round, enqueued "
-            f"{cfg['lateness_interval'] * 1000:g} ms apart, each due {cfg['lateness_ahead']:g} s "
-            "after its enqueue; latency = handler start minus due time (wall clock).",
-            "",
-            *latency_table(r["lateness"]),
-            "",
-        ]
-    if "horizon" in r:
-        cfg = r["horizon"]["config"]
-        lines += [
-            "## 8. A transaction holding the cleanup horizon (pgq-thin)",
-            "",
-            f"One worker process (16 jobs of 1 ms at once, batches of 16) offered "
-            f"{cfg['horizon_rate']:,} jobs/s (batches of 10 every 10 ms); another connection "
-            "holds a REPEATABLE READ snapshot from "
-            f"{r['horizon']['hold'][0]:g} s to {r['horizon']['hold'][1]:g} s. Finished and "
-            "pickup (claim time minus enqueue time) from the history, per window of finishing "
-            "time; dead rows, table size (heap + indexes) and backlog sampled at each window's "
-            "start.",
-            "",
-            *horizon_table(r["horizon"]),
-            "",
-        ]
+    for title, intro, table in sections(r):
+        lines += [f"## {title}", "", intro, "", *table, ""]
     lines += ["## How each system is driven", "", DRIVEN]
     out.write_text("\n".join(lines))
 
