@@ -445,6 +445,9 @@ def write(results: Path, out: Path) -> None:
     ]
     for title, intro, table in sections(r):
         lines += [f"## {title}", "", intro, "", *table, ""]
+    # Hand-written analysis of a run (what limits a miss, how a figure was explained).
+    for note in sorted((HERE / "notes").glob("*.md")):
+        lines += [note.read_text().rstrip(), ""]
     lines += ["## How each system is driven", "", DRIVEN]
     out.write_text("\n".join(lines))
 

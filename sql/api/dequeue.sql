@@ -72,8 +72,6 @@ DECLARE
     v_ids bigint[];
     v_held boolean;
     v_marks jsonb;
-    v_tops integer[];
-    v_afters bigint[];
 BEGIN
     IF batch_size IS NULL OR batch_size < 1 OR batch_size > 10000 THEN
         RAISE EXCEPTION 'pgq: batch_size must be between 1 and 10000, got %', batch_size
@@ -148,36 +146,51 @@ BEGIN
         END LOOP;
     END IF;
 
-    -- Where each entrypoint's walk starts: past its mark (priority top, ids after), or, without
-    -- one, from the front (no job has the top priority the first part reads).
-    SELECT array_agg(coalesce((v_marks -> n.name ->> 0)::integer, 2147483647) ORDER BY n.i),
-           array_agg(coalesce((v_marks -> n.name ->> 1)::bigint, 0) ORDER BY n.i)
-    INTO v_tops, v_afters
-    FROM unnest(v_names) WITH ORDINALITY AS n(name, i);
+    -- While the horizon is held and this session has marks: from each entrypoint's mark (the
+    -- mark's priority after its id, then the lower ones; without a mark, from the front: no job
+    -- has the top priority).
+    IF v_marks IS NOT NULL THEN
+        v_ids := ARRAY(
+            SELECT c.id
+            FROM unnest(v_names, v_allow) AS a(name, n)
+            CROSS JOIN LATERAL (
+                SELECT coalesce((v_marks -> a.name ->> 0)::integer, 2147483647) AS top,
+                       coalesce((v_marks -> a.name ->> 1)::bigint, 0) AS after
+            ) AS m
+            CROSS JOIN LATERAL (
+                SELECT * FROM (
+                    SELECT j.id, j.priority FROM pgq.jobs AS j
+                    WHERE j.entrypoint = a.name AND j.state = 'queued' AND j.priority = m.top
+                      AND j.id > m.after
+                    ORDER BY j.id
+                    LIMIT a.n
+                    FOR UPDATE SKIP LOCKED) AS at_mark
+                UNION ALL
+                SELECT * FROM (
+                    SELECT j.id, j.priority FROM pgq.jobs AS j
+                    WHERE j.entrypoint = a.name AND j.state = 'queued' AND j.priority < m.top
+                    ORDER BY j.priority DESC, j.id
+                    LIMIT a.n
+                    FOR UPDATE SKIP LOCKED) AS below
+                LIMIT a.n
+            ) AS c
+            ORDER BY c.priority DESC, c.id
+            LIMIT batch_size);
+    END IF;
 
-    -- One index walk per entrypoint, merged: highest priority first, then oldest.
-    v_ids := ARRAY(
+    -- Otherwise one index walk per entrypoint, merged: highest priority first, then oldest.
+    v_ids := coalesce(v_ids, ARRAY(
         SELECT c.id
-        FROM unnest(v_names, v_allow, v_tops, v_afters) AS a(name, n, top, after)
+        FROM unnest(v_names, v_allow) AS a(name, n)
         CROSS JOIN LATERAL (
-            SELECT * FROM (
-                SELECT j.id, j.priority FROM pgq.jobs AS j
-                WHERE j.entrypoint = a.name AND j.state = 'queued' AND j.priority = a.top
-                  AND j.id > a.after
-                ORDER BY j.id
-                LIMIT a.n
-                FOR UPDATE SKIP LOCKED) AS at_mark
-            UNION ALL
-            SELECT * FROM (
-                SELECT j.id, j.priority FROM pgq.jobs AS j
-                WHERE j.entrypoint = a.name AND j.state = 'queued' AND j.priority < a.top
-                ORDER BY j.priority DESC, j.id
-                LIMIT a.n
-                FOR UPDATE SKIP LOCKED) AS below
+            SELECT j.id, j.priority FROM pgq.jobs AS j
+            WHERE j.entrypoint = a.name AND j.state = 'queued'
+            ORDER BY j.priority DESC, j.id
             LIMIT a.n
+            FOR UPDATE SKIP LOCKED
         ) AS c
         ORDER BY c.priority DESC, c.id
-        LIMIT batch_size);
+        LIMIT batch_size));
 
     -- Marks: each entrypoint's last job taken, kept for this session while the horizon is held
     -- (from the walk from the front: 't'); an entrypoint that took nothing keeps its mark.
