@@ -131,6 +131,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sync", action="store_true", help="single: the blocking client")
     p.add_argument("--ahead", type=float, default=0.0, help="produce: jobs due this many s ahead")
     p.add_argument("--work-ms", type=float, default=0.0, help="worker: each job sleeps this long")
+    p.add_argument(
+        "--one-connection", action="store_true", help="worker: PgQueuer on one connection"
+    )
     p.add_argument("--mode", choices=["drain", "forever"], default="drain")
     p.add_argument("--concurrency", type=int, default=200, help="jobs a worker runs at once")
     p.add_argument("--barrier", help="directory of the start barrier")

@@ -510,7 +510,8 @@ def latency_once(system: System, count: int, interval: float, ahead: float = 0.0
     or, for jobs due `ahead` seconds later, due time to handler start."""
     reset(system)
     with tempfile.NamedTemporaryFile(suffix=".lat") as file:
-        with Workers(system, 1, "--mode", "forever", "--latency-file", file.name) as ws:
+        latency = ("--mode", "forever", "--latency-file", file.name, "--one-connection")
+        with Workers(system, 1, *latency) as ws:
             ws.go()
             time.sleep(0.5)  # let the worker settle into waiting
             args = ("--count", str(count), "--interval", str(interval), "--ahead", str(ahead))
