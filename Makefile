@@ -16,29 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-# Debian packages the SQL tests use (plpgsql_check, pgTAP + pg_prove), for the
-# PostgreSQL major version actually installed. Root only; skipped otherwise.
-# PG_MAJOR overrides the detected version (highest /usr/lib/postgresql/N with a server).
 deps:
-	@pgver="$(PG_MAJOR)"; \
-	[ -n "$$pgver" ] || pgver=$$(ls -d /usr/lib/postgresql/*/bin/postgres 2>/dev/null \
-		| sed -E 's|^/usr/lib/postgresql/([^/]+)/.*|\1|' | sort -n | tail -1); \
-	if [ -z "$$pgver" ] && command -v pg_config >/dev/null; then \
-		pgver=$$(pg_config --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/'); fi; \
-	if [ -z "$$pgver" ]; then echo "deps: no PostgreSQL found; skipping"; exit 0; fi; \
-	missing=""; \
-	[ -f /usr/share/postgresql/$$pgver/extension/plpgsql_check.control ] \
-		|| missing="$$missing postgresql-$$pgver-plpgsql-check"; \
-	[ -f /usr/share/postgresql/$$pgver/extension/pgtap.control ] \
-		|| missing="$$missing postgresql-$$pgver-pgtap"; \
-	command -v pg_prove >/dev/null || missing="$$missing pgtap"; \
-	if [ -z "$$missing" ]; then exit 0; fi; \
-	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
-		echo "deps: missing$$missing (not root or no apt-get; install them yourself); skipping"; \
-		exit 0; fi; \
-	echo "deps: installing$$missing"; \
-	export DEBIAN_FRONTEND=noninteractive; \
-	apt-get update -qq && apt-get install -y -qq $$missing >/dev/null
+	@bash tests/deps.sh
 
 lint: venv
 	$(BIN)/ruff check .
@@ -46,7 +25,7 @@ lint: venv
 	$(BIN)/mypy --strict pgq_thin
 	$(BIN)/lint-imports
 
-# Every tier (tests/unit, tests/db, tests/e2e, tests/sql); one tier: `.venv/bin/pytest tests/db`
+# Every tier (tests/unit, tests/db, tests/e2e, tests/sql, tests/browser); one tier: `.venv/bin/pytest tests/db`
 # or `-m db`. test-fast is the inner loop: no database, seconds.
 test: venv deps lint
 	$(BIN)/pytest
@@ -54,6 +33,8 @@ test: venv deps lint
 test-fast: venv
 	$(BIN)/pytest -q tests/unit
 
+# Ends by printing the commands to try next, runnable as printed from this directory
+# (tests/e2e/test_demo.py runs them).
 demo: venv
 	@set -e; \
 	if [ -z "$$DATABASE_URL" ]; then \
@@ -67,7 +48,14 @@ demo: venv
 	echo "enqueued jobs $$ids; running examples/consumer.py until nothing is left to claim"; \
 	(cd examples && ../$(BIN)/pgq-thin run consumer:main --mode drain); \
 	echo "summary:"; \
-	$(BIN)/python examples/summary.py $$ids
+	$(BIN)/python examples/summary.py $$ids; \
+	echo; \
+	echo "next, from this directory (pgq-thin is in $(BIN)/; \`source $(BIN)/activate\` puts it on PATH):"; \
+	echo "  $(BIN)/pgq-thin stats"; \
+	echo "  $(BIN)/pgq-thin jobs --limit 5"; \
+	echo "  $(BIN)/pgq-thin enqueue greet '{\"name\": \"you\"}'"; \
+	echo "  (cd examples && ../$(BIN)/pgq-thin run consumer:main --mode drain)"; \
+	if [ -z "$(DATABASE_URL)" ]; then echo "  $(BIN)/pgq-thin db stop"; fi
 
 # Benchmarks against PgQueuer, procrastinate and the SQL floor (bench/RESULTS.md): a short run
 # of a few minutes by default, the full one with BENCH=full. Peers go into bench/.peers/.

@@ -427,6 +427,23 @@ def sections(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, list[str]]]:
     return out
 
 
+def analysis(path: Path) -> list[str]:
+    """The hand-written reading of the targets (bench/ANALYSIS.md), if there is one."""
+    if not path.exists():
+        return []
+    return ["## What limits the misses", "", *path.read_text().rstrip().splitlines(), ""]
+
+
+def topic_sections(results: Path) -> list[str]:
+    """The reports of the topic benchmarks (bench/results/*.md, each written by its own script),
+    their headings one level down."""
+    lines: list[str] = []
+    for path in sorted(results.glob("*.md")):
+        text = path.read_text().rstrip().splitlines()
+        lines += [f"#{line}" if line.startswith("#") else line for line in text] + [""]
+    return lines
+
+
 def write(results: Path, out: Path) -> None:
     """Render every results file present into `out`."""
     r = load(results)
@@ -443,12 +460,11 @@ def write(results: Path, out: Path) -> None:
         "",
         *targets(r),
         "",
+        *analysis(HERE / "ANALYSIS.md"),
     ]
     for title, intro, table in sections(r):
         lines += [f"## {title}", "", intro, "", *table, ""]
-    # Hand-written analysis of a run (what limits a miss, how a figure was explained).
-    for note in sorted((HERE / "notes").glob("*.md")):
-        lines += [note.read_text().rstrip(), ""]
+    lines += topic_sections(results)
     lines += ["## How each system is driven", "", DRIVEN]
     out.write_text("\n".join(lines))
 

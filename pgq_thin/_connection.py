@@ -42,13 +42,28 @@ def describe(dsn: str) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(info.items())) or "(libpq defaults)"
 
 
+def libpq_reason(exc: Exception) -> str:
+    """libpq's reason on one line: what failed ("Connection refused", "password authentication
+    failed for user ...") without the server address it repeats, then its hint, if any."""
+    reasons: list[str] = []
+    hints: list[str] = []
+    for line in (part.strip() for part in str(exc).splitlines()):
+        if " failed: " in line:
+            reason = line.rsplit(" failed: ", 1)[1].removeprefix("FATAL:").strip()
+            reasons += [] if reason in reasons else [reason]
+        elif line:
+            hints.append(line[0].lower() + line[1:])
+    if not reasons:
+        return str(exc).strip().replace("\n", " ") or type(exc).__name__
+    return "; ".join(reasons) + (f" ({'; '.join(hints)})" if hints else "")
+
+
 def connect(dsn: str | None = None, *, autocommit: bool = False) -> psycopg.Connection[Any]:
     """Open a connection, turning libpq failures into one clear PgqError line."""
     resolved = resolve_dsn(dsn)
     try:
         return psycopg.connect(resolved, autocommit=autocommit, connect_timeout=10)
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise PgqError(f"cannot connect to {describe(resolved)}: {reason}") from exc
+        raise PgqError(f"cannot connect to {describe(resolved)}: {libpq_reason(exc)}") from exc
     except psycopg.ProgrammingError as exc:
         raise PgqError(f"invalid database URL: {str(exc).strip()}") from exc

@@ -1,7 +1,8 @@
 """A local PostgreSQL started from the binaries on this machine (`pgq-thin db`).
 
 Two uses: a project-local server for trying things (`start`, `stop`, `status`,
-`running_url`, kept in ``./.pgq-thin/db`` or ``$PGQ_THIN_DB_DIR``), and
+`running_url`, kept in ``.pgq-thin/db`` of the project, found upward from the current
+directory, or in ``$PGQ_THIN_DB_DIR``), and
 throwaway servers for tests (`LocalServer.throwaway`). As root, the server
 binaries run as the OS user ``postgres`` (initdb and pg_ctl refuse root).
 """
@@ -97,11 +98,17 @@ def _give_to_server(path: Path) -> None:
         os.chown(path, account.pw_uid, account.pw_gid)
 
 
+def _runuser() -> str:
+    """runuser (util-linux), also when /usr/sbin is not on PATH (a root shell started by sudo
+    or cron often lacks it)."""
+    return shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin") or "runuser"
+
+
 def _reachable_by_server(path: Path) -> bool:
     """Whether the server's OS user can traverse into `path` (always true unless root)."""
     if _server_account() is None:
         return True
-    cmd = ["runuser", "-u", SERVER_OS_USER, "--", "test", "-x", str(path)]
+    cmd = [_runuser(), "-u", SERVER_OS_USER, "--", "test", "-x", str(path)]
     return subprocess.run(cmd, cwd="/", capture_output=True, check=False).returncode == 0
 
 
@@ -193,7 +200,7 @@ class LocalServer:
     def _run(self, args: list[str], what: str, timeout: float = 120) -> None:
         cmd = [str(self.bindir / args[0]), *args[1:]]
         if _server_account() is not None:
-            cmd = ["runuser", "-u", SERVER_OS_USER, "--", *cmd]
+            cmd = [_runuser(), "-u", SERVER_OS_USER, "--", *cmd]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         try:
             proc = subprocess.run(
@@ -297,10 +304,20 @@ class LocalServer:
 # --- the project-local server (`pgq-thin db`) ------------------------------------------------
 
 
+PROJECT_DIR = ".pgq-thin"
+
+
 def db_dir(directory: str | Path | None = None) -> Path:
-    """Where the local server's state lives: argument, $PGQ_THIN_DB_DIR, ./.pgq-thin/db."""
-    chosen = directory or os.environ.get(DB_DIR_ENV) or Path.cwd() / ".pgq-thin" / "db"
-    return Path(os.path.abspath(chosen))
+    """Where the local server's state lives: argument, $PGQ_THIN_DB_DIR, else `.pgq-thin/db` in
+    the nearest directory upward that has a `.pgq-thin/` (as git finds `.git`), else here."""
+    chosen = directory or os.environ.get(DB_DIR_ENV)
+    if chosen:
+        return Path(os.path.abspath(chosen))
+    here = Path(os.path.abspath(Path.cwd()))
+    for folder in (here, *here.parents):
+        if (folder / PROJECT_DIR).is_dir():
+            return folder / PROJECT_DIR / "db"
+    return here / PROJECT_DIR / "db"
 
 
 def _load_state(directory: Path) -> dict[str, Any] | None:

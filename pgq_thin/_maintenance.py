@@ -139,7 +139,11 @@ class Maintenance:
     async def _connection(self) -> Conn:
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(
-                self.dsn, autocommit=True, connect_timeout=10, application_name=APPLICATION_NAME
+                self.dsn,
+                autocommit=True,
+                connect_timeout=10,
+                application_name=APPLICATION_NAME,
+                prepare_threshold=None,  # through a transaction pooler too (pgq_thin/_pools.py)
             )
             self._vacuumer = False
         return self._conn

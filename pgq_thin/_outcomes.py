@@ -26,6 +26,9 @@ from pgq_thin.errors import one_line
 log = logging.getLogger("pgq_thin.worker")
 
 FLUSH_DELAY = 0.02  # seconds a completion may wait for others to share its write
+# A value over a pgq size cap (a result over max_result_bytes): psycopg files SQLSTATE class 54
+# under OperationalError, but no retry can help.
+REFUSED = psycopg.errors.ProgramLimitExceeded
 TIMEOUT = "timeout"  # the error of a try that ran out of time, as the worker and pgq.reap record it
 
 # Batches travel as binary arrays (psycopg dumps those several times faster than text ones).
@@ -170,9 +173,9 @@ class OutcomeWriter:
                     answers = dict(await cur.fetchall())
                 if released:
                     await conn.execute(RELEASE, _leases(released))
-        except TRANSIENT:
-            raise
-        except psycopg.Error:
+        except psycopg.Error as exc:
+            if isinstance(exc, TRANSIENT) and not isinstance(exc, REFUSED):
+                raise
             for outcome in batch:
                 await self._write_one(outcome)
             return
@@ -197,9 +200,9 @@ class OutcomeWriter:
                 else:
                     cur = await conn.execute(RELEASE, ([job.id], [job.lease_token]))
                 row = await cur.fetchone()
-            except TRANSIENT:
-                raise
             except psycopg.Error as exc:
+                if isinstance(exc, TRANSIENT) and not isinstance(exc, REFUSED):
+                    raise
                 self._refused(outcome, exc)
                 return
         answer = row[0] if row else None  # fail: its outcome; complete: bool; release: count

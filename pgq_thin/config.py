@@ -31,6 +31,11 @@ class Settings:
     metrics_port: int | None = None
     vacuum_interval: float = 0.5
     prune_interval: float = 60.0
+    # Connection keys (pgq_thin/_pools.py: where each connection goes, how many).
+    pool_size: int = 3
+    listen: str = "auto"
+    listen_url: str | None = None
+    connect_timeout: float = 60.0
 
 
 Value = str | int | float
@@ -98,6 +103,13 @@ def _text(raw: Value) -> str:
     return raw
 
 
+def _listen(raw: Value) -> str:
+    mode = _text(raw).strip().lower()
+    if mode not in ("auto", "off"):
+        raise ValueError("must be auto (LISTEN where it works) or off (poll only)")
+    return mode
+
+
 def _log_level(raw: Value) -> str:
     level = _text(raw).upper()
     if level not in logging.getLevelNamesMapping() or level == "NOTSET":
@@ -118,6 +130,10 @@ KEYS: dict[str, tuple[str, Callable[[Value], object]]] = {
     "metrics_port": ("PGQ_METRICS_PORT", _port),
     "vacuum_interval": ("PGQ_VACUUM_INTERVAL", _non_negative_seconds),
     "prune_interval": ("PGQ_PRUNE_INTERVAL", _non_negative_seconds),
+    "pool_size": ("PGQ_POOL_SIZE", _positive_int),
+    "listen": ("PGQ_LISTEN", _listen),
+    "listen_url": ("PGQ_LISTEN_URL", _text),
+    "connect_timeout": ("PGQ_CONNECT_TIMEOUT", _non_negative_seconds),
 }
 
 

@@ -79,10 +79,13 @@ def workers(conn: Connection) -> list[Row]:
 
 
 def stats(conn: Connection) -> Row:
-    """Everything `pgq-thin stats` shows: entrypoints, health, and workers counted by status."""
-    counts = {"alive": 0, "stale": 0, "unregistered": 0}
+    """Everything `pgq-thin stats` shows: entrypoints, health, and workers counted by status,
+    with the connections the live ones hold."""
+    counts = {"alive": 0, "stale": 0, "unregistered": 0, "connections": 0}
     for worker in workers(conn):
         counts[worker["status"]] += 1
+        if worker["status"] == "alive":
+            counts["connections"] += worker["connections"] or 0
     return {
         "now": now(conn),
         "entrypoints": queue_stats(conn),
@@ -115,8 +118,16 @@ def list_jobs(
 
 
 def explain(conn: Connection, job_id: int) -> str:
-    """pgq.explain_job: why the job is or is not running."""
-    text: str = _rows(conn, "SELECT pgq.explain_job(%s) AS text", (job_id,))[0]["text"]
+    """pgq.explain_job: why the job is or is not running; PgqError when there is no such job."""
+    row = _rows(
+        conn,
+        "SELECT pgq.explain_job(%(id)s) AS text, EXISTS (SELECT FROM pgq.jobs WHERE id = %(id)s)"
+        " OR EXISTS (SELECT FROM pgq.job_history WHERE id = %(id)s) AS known",
+        {"id": job_id},
+    )[0]
+    if not row["known"]:
+        raise PgqError(row["text"])
+    text: str = row["text"]
     return text
 
 
@@ -143,9 +154,17 @@ def cancel(conn: Connection, job_id: int) -> str:
     raise PgqError(f"no job with id {job_id}")
 
 
-def set_paused(conn: Connection, entrypoint: str, paused: bool) -> bool:
-    """Pause or resume an entrypoint; returns whether it was known (had jobs or a policy)."""
+def set_paused(conn: Connection, entrypoint: str, paused: bool, *, create: bool = False) -> bool:
+    """Pause or resume an entrypoint; returns whether it was known (had jobs or a policy).
+
+    An unknown name is refused unless `create`: a typo would otherwise make a policy row.
+    """
     known = bool(_rows(conn, "SELECT 1 FROM pgq.entrypoints WHERE name = %s", (entrypoint,)))
+    if not known and not create:
+        raise PgqError(
+            f"entrypoint {entrypoint!r} has no jobs and no policy (a typo?): "
+            f"rerun with --create to {'pause' if paused else 'resume'} it anyway"
+        )
     try:
         _rows(conn, "SELECT pgq.set_entrypoint(%s, paused => %s)", (entrypoint, paused))
     except (psycopg.errors.InvalidParameterValue, psycopg.errors.NullValueNotAllowed) as exc:

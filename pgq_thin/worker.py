@@ -2,7 +2,8 @@
 
 Every state change is a pgq.* call. Loops on one asyncio event loop: claiming (pgq.claim
 sized to free capacity, woken by NOTIFY pgq_jobs, polling as the fallback), listening (a
-dedicated LISTEN connection, also for pgq_cancel), heartbeats (pgq.renew for every held
+dedicated LISTEN connection, also for pgq_cancel; which connection goes where, and the wait
+for the database at start, are pgq_thin/_pools.py's), heartbeats (pgq.renew for every held
 job; the ids it no longer holds are stopped; the worker itself in pgq.workers) and the
 OutcomeWriter (batched, fenced writes). Each job runs as its own task (`async def` handlers
 are awaited in it, plain `def` ones on HandlerThreads); a claim is decoded in one go.
@@ -19,16 +20,15 @@ import signal
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Literal
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 
-from pgq_thin._connection import describe, resolve_dsn
-from pgq_thin._maintenance import Maintenance
+from pgq_thin._connection import describe
 from pgq_thin._outcomes import TIMEOUT, Outcome, OutcomeWriter
+from pgq_thin._pools import Connections
 from pgq_thin._retry import TRANSIENT, Retry, kv
 from pgq_thin._threads import HandlerThreads, ThreadCall
 from pgq_thin._version import __version__
@@ -40,7 +40,6 @@ from pgq_thin.observer import JobObserver
 log = logging.getLogger("pgq_thin.worker")
 
 APPLICATION_NAME = "pgq-thin worker"
-LISTEN_CHECK = 10.0  # seconds between liveness checks of an idle LISTEN connection
 SHUTDOWN = "shutdown"
 CANCELLED = "cancelled"
 LEASE_LOST = "lease lost (cancelled, timed out or expired)"
@@ -50,7 +49,7 @@ SET_ENTRYPOINT = """
 SELECT pgq.set_entrypoint(%s, concurrency_limit => %s, max_attempts => %s, timeout => %s,
     backoff_base => %s, backoff_factor => %s::numeric, backoff_max => %s, jitter => %s::numeric)
 """
-REGISTER = "SELECT pgq.register_worker(%s, %s, %s, %s, %s, %s)"
+REGISTER = "SELECT pgq.register_worker(%s, %s, %s, %s, %s, %s, %s)"
 WORKER_HEARTBEAT = "SELECT pgq.worker_heartbeat(%s)"
 DEREGISTER = "SELECT pgq.deregister_worker(%s)"
 # payload and headers come as text: a claim's JSON is decoded in one json.loads (see _jobs).
@@ -64,7 +63,6 @@ FROM set_config('synchronous_commit', 'off', true) AS s, pgq.claim(%b, %b, %b, %
 """
 # The jobs no longer held, and why ('cancelled', 'timeout', 'lost', 'finished').
 HEARTBEAT = "SELECT job_id, gone FROM pgq.renew(%s, %s, %s) WHERE gone IS NOT NULL"
-NOT_INSTALLED = (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName)
 
 
 @dataclass(eq=False)
@@ -131,7 +129,8 @@ class Worker:
         self.settings = settings
         self.mode = mode
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
-        self.dsn = resolve_dsn(settings.database_url)
+        self._db = Connections(settings, APPLICATION_NAME)  # where, how many, start-up waits
+        self.dsn = self._db.dsn
         self.exit_code = 0
         self._observer = observer or JobObserver()  # metrics hooks; the base does nothing
         self._names = sorted(app.entrypoints)
@@ -143,15 +142,7 @@ class Worker:
         self._beat_now = asyncio.Event()
         self._stop = asyncio.Event()
         self._threads = HandlerThreads(settings.max_concurrent_jobs)
-        self._pool = AsyncConnectionPool(
-            self.dsn,
-            min_size=3,  # claiming, heartbeats, outcomes
-            max_size=3,
-            kwargs={"autocommit": True, "application_name": APPLICATION_NAME},
-            open=False,
-            timeout=5.0,
-            name="pgq-thin",
-        )
+        self._pool = self._db.pool  # claims, heartbeats, outcomes
         self._outcomes = OutcomeWriter(self._pool, self._settled)
 
     @property
@@ -187,13 +178,20 @@ class Worker:
 
     async def run(self) -> int:
         """Serve until stopped; returns the exit status (0 after a clean shutdown)."""
-        await self._register()
-        await self._pool.open()
+        started = False
+        try:
+            started = await self._start()
+        finally:
+            if not started:
+                await self._db.close()
+        if not started:
+            log.info("worker %s stopped before it started", self.worker_id)
+            return self.exit_code
         self._banner()
         background = [
-            asyncio.create_task(self._listen(), name="listener"),
+            asyncio.create_task(self._db.listen(self._on_notify, self._caught_up), name="listener"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
-            asyncio.create_task(Maintenance(self.dsn, self.settings).run(), name="maintenance"),
+            asyncio.create_task(self._db.maintenance().run(), name="maintenance"),
         ]
         for task in background:
             task.add_done_callback(self._background_done)
@@ -211,7 +209,7 @@ class Worker:
             for task in (*background, writer):
                 task.cancel()
             await asyncio.gather(*background, writer, return_exceptions=True)
-            await self._pool.close()
+            await self._db.close()
             self._threads.shutdown()
         return self.exit_code
 
@@ -237,30 +235,47 @@ class Worker:
         s = self.settings
         return (
             self.worker_id, self._names, s.max_concurrent_jobs, socket.gethostname(),
-            os.getpid(), __version__,
+            os.getpid(), __version__, self._db.count,
         )  # fmt: skip
 
+    async def _start(self) -> bool:
+        """Wait for the database (until stopped: False), then store policies and register."""
+        opening = asyncio.create_task(self._db.open(self._set_policies))
+        stopped = asyncio.create_task(self._stop.wait())
+        await asyncio.wait([opening, stopped], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not opening.done():
+            opening.cancel()
+            await asyncio.gather(opening, return_exceptions=True)
+            return False
+        opening.result()
+        self.settings = replace(self.settings, poll_interval=self._db.poll_interval)
+        await self._register()
+        return True
+
+    async def _set_policies(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Store each entrypoint's policy with pgq.set_entrypoint."""
+        for entry in self.app.entrypoints.values():
+            try:
+                await conn.execute(SET_ENTRYPOINT, _policy(entry))
+            except TRANSIENT:
+                raise
+            except psycopg.Error as exc:
+                message = exc.diag.message_primary or str(exc)
+                raise PgqError(f"entrypoint {entry.name!r}: {message}") from exc
+
     async def _register(self) -> None:
-        """Store each entrypoint's policy with pgq.set_entrypoint, then register the worker."""
+        """Announce this worker in pgq.workers (if the database is gone, the heartbeat will)."""
         try:
-            conn = await psycopg.AsyncConnection.connect(
-                self.dsn, autocommit=True, connect_timeout=10, application_name=APPLICATION_NAME
-            )
-        except psycopg.OperationalError as exc:
-            reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-            raise PgqError(f"cannot connect to {describe(self.dsn)}: {reason}") from exc
-        async with conn:
-            for entry in self.app.entrypoints.values():
-                try:
-                    await conn.execute(SET_ENTRYPOINT, _policy(entry))
-                except NOT_INSTALLED as exc:
-                    raise PgqError(
-                        f"pgq is not installed in {describe(self.dsn)}: run `pgq-thin install`"
-                    ) from exc
-                except psycopg.Error as exc:
-                    message = exc.diag.message_primary or str(exc)
-                    raise PgqError(f"entrypoint {entry.name!r}: {message}") from exc
-            await conn.execute(REGISTER, self._registration())
+            async with self._pool.connection() as conn:
+                await conn.execute(REGISTER, self._registration())
+        except TRANSIENT:
+            self._beat_now.set()
+        except psycopg.errors.UndefinedFunction as exc:
+            raise PgqError(
+                f"the pgq schema in {describe(self.dsn)} is older than this worker: "
+                "run `pgq-thin upgrade`"
+            ) from exc
 
     def _banner(self) -> None:
         s = self.settings
@@ -401,33 +416,10 @@ class Worker:
 
     # --- listening and heartbeats ---------------------------------------------------------
 
-    async def _listen(self) -> None:
-        retry = Retry()
-        connected_before = False
-        while True:
-            try:
-                conn = await psycopg.AsyncConnection.connect(
-                    self.dsn, autocommit=True, connect_timeout=10, application_name=APPLICATION_NAME
-                )
-                async with conn:
-                    await conn.execute("LISTEN pgq_jobs")
-                    await conn.execute("LISTEN pgq_cancel")
-                    if connected_before:
-                        log.info("listening again on pgq_jobs, pgq_cancel")
-                    connected_before = True
-                    retry.reset()
-                    self._wake.set()  # catch up on what was sent while not listening
-                    self._beat_now.set()
-                    while True:
-                        async for note in conn.notifies(timeout=LISTEN_CHECK):
-                            self._on_notify(note.channel, note.payload)
-                        await conn.execute("SELECT 1")
-            except TRANSIENT as exc:
-                delay = retry.next()
-                log.warning(
-                    "listener connection lost: %s; reconnecting in %gs", one_line(exc), delay
-                )
-                await asyncio.sleep(delay)
+    def _caught_up(self) -> None:
+        """Listening (again): claim and beat at once, for what was sent while not listening."""
+        self._wake.set()
+        self._beat_now.set()
 
     def _on_notify(self, channel: str, payload: str) -> None:
         if channel == "pgq_jobs" and payload in self.app.entrypoints:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any
 
 import click
@@ -13,6 +15,7 @@ from pgq_thin.cli._common import clear_errors, database_option
 from pgq_thin.cli.db import db
 from pgq_thin.cli.monitor import cancel, explain, jobs, pause, resume, retry, stats, workers
 from pgq_thin.cli.run import enqueue, run
+from pgq_thin.cli.web import web
 from pgq_thin.errors import PgqError
 
 
@@ -99,15 +102,26 @@ def uninstall(dsn: str | None, yes: bool) -> None:
 
 @main.command()
 @database_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts (exit status alike).")
 @clear_errors
-def verify(dsn: str | None) -> None:
+def verify(dsn: str | None, as_json: bool) -> None:
     """Exit 0 when the schema is installed, current and unaltered."""
     resolved = resolve_dsn(dsn)
     with connect(resolved) as conn:
         problems = schema.verify(conn)
-    if problems:
+    if as_json:
+        report = {
+            "ok": not problems,
+            "schema_version": schema.latest_version(),
+            "problems": problems,
+        }
+        click.echo(json.dumps({**report, "database": describe(resolved)}, indent=2))
+        if problems:
+            sys.exit(1)
+    elif problems:
         raise PgqError("; ".join(problems))
-    click.echo(f"ok: pgq schema version {schema.latest_version()} on {describe(resolved)}")
+    else:
+        click.echo(f"ok: pgq schema version {schema.latest_version()} on {describe(resolved)}")
 
 
 @main.command("sql")
@@ -124,5 +138,5 @@ def sql_command(from_version: int) -> None:
     click.echo(schema.install_sql(from_version), nl=False)
 
 
-for command in (db, run, enqueue, stats, jobs, explain, retry, cancel, workers, pause, resume):
+for command in (db, run, enqueue, stats, jobs, explain, retry, cancel, workers, pause, resume, web):
     main.add_command(command)

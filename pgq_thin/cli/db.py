@@ -11,7 +11,8 @@ from pgq_thin.errors import PgqError
 
 @click.group()
 def db() -> None:
-    """A local PostgreSQL for trying things (data in ./.pgq-thin/db or $PGQ_THIN_DB_DIR)."""
+    """A local PostgreSQL for trying things: data in .pgq-thin/db of the nearest directory
+    upward that has a .pgq-thin/ (else here), or in $PGQ_THIN_DB_DIR."""
 
 
 @db.command("start")
@@ -20,7 +21,11 @@ def db_start() -> None:
     """Start the local server (initialising it the first time) and print its URL."""
     url = start()
     click.echo(url)
-    click.echo("use it with: export DATABASE_URL=$(pgq-thin db url)", err=True)
+    click.echo(
+        "pgq-thin commands run anywhere in this project use it; for other programs: "
+        f"export DATABASE_URL='{url}'",
+        err=True,
+    )
 
 
 @db.command("stop")
@@ -49,7 +54,8 @@ def db_status() -> None:
 @db.command("url")
 @clear_errors
 def db_url() -> None:
-    """Print the local server's URL: export DATABASE_URL=$(pgq-thin db url)."""
+    """Print the local server's URL (exit 1 when it does not run, so
+    `export DATABASE_URL=$(pgq-thin db url)` cannot set an empty value unnoticed)."""
     url = running_url()
     if url is None:
         raise PgqError(f"the local database in {db_dir()} is not running: `pgq-thin db start`")

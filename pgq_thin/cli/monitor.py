@@ -17,9 +17,9 @@ from pgq_thin.cli._common import clear_errors, database_option
 from pgq_thin.errors import PgqError
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-job_ids_argument = click.argument(
-    "job_ids", metavar="ID...", nargs=-1, required=True, type=click.IntRange(min=1)
-)
+# Job ids are bigint: a larger number is not an id (rather than an error of the database's).
+JOB_ID = click.IntRange(min=1, max=2**63 - 1)
+job_ids_argument = click.argument("job_ids", metavar="ID...", nargs=-1, required=True, type=JOB_ID)
 
 
 @click.command()
@@ -38,7 +38,9 @@ def stats(dsn: str | None, as_json: bool, watch: float | None) -> None:
     if watch is None:
         with connect(resolved, autocommit=True) as conn:
             current = monitor.stats(conn)
-        click.echo(render.to_json(current) if as_json else "\n".join(render.stats_lines(current)))
+        width, _ = render.terminal_size()
+        text = render.to_json(current) if as_json else "\n".join(render.stats_lines(current, width))
+        click.echo(text)
         return
     try:
         while True:
@@ -50,6 +52,7 @@ def stats(dsn: str | None, as_json: bool, watch: float | None) -> None:
 
 def _frame(dsn: str, as_json: bool, every: float) -> str:
     """One redraw of `stats --watch`; a database error is shown, and retried next time."""
+    width, height = render.terminal_size()
     try:
         with connect(dsn, autocommit=True) as conn:
             current = monitor.stats(conn)
@@ -60,10 +63,11 @@ def _frame(dsn: str, as_json: bool, every: float) -> str:
     else:
         if as_json:
             return render.to_json_line(current)
-        body = render.stats_lines(current)
+        # The title, the database and a blank line above; the cursor's line below.
+        body = render.stats_lines(current, width, height - 4)
     click.clear()
     title = f"pgq-thin stats  {datetime.now():%H:%M:%S}  every {every:g}s, Ctrl-C quits"
-    return "\n".join([title, render.clip(describe(dsn), render.WIDTH), "", *body])
+    return "\n".join([title, render.clip(describe(dsn), width), "", *body])
 
 
 @click.command()
@@ -88,16 +92,19 @@ def jobs(
     with connect(dsn, autocommit=True) as conn:
         found = monitor.list_jobs(conn, states, entrypoint, limit)
         now = monitor.now(conn)
-    click.echo(render.to_json(found) if as_json else "\n".join(render.job_lines(found, now)))
+    if as_json:
+        click.echo(render.to_json(found))
+    else:
+        click.echo("\n".join(render.job_lines(found, now, render.terminal_size()[0])))
 
 
 @click.command()
 @database_option
 @json_option
-@click.argument("job_id", metavar="ID", type=click.IntRange(min=1))
+@click.argument("job_id", metavar="ID", type=JOB_ID)
 @clear_errors
 def explain(dsn: str | None, as_json: bool, job_id: int) -> None:
-    """Why a job is or is not running."""
+    """Why a job is or is not running (exit 1 when there is no such job)."""
     with connect(dsn, autocommit=True) as conn:
         text = monitor.explain(conn, job_id)
     click.echo(render.to_json({"id": job_id, "explanation": text}) if as_json else text)
@@ -162,7 +169,10 @@ def workers(dsn: str | None, as_json: bool) -> None:
     with connect(dsn, autocommit=True) as conn:
         found = monitor.workers(conn)
         now = monitor.now(conn)
-    click.echo(render.to_json(found) if as_json else "\n".join(render.worker_lines(found, now)))
+    if as_json:
+        click.echo(render.to_json(found))
+    else:
+        click.echo("\n".join(render.worker_lines(found, now, render.terminal_size()[0])))
 
 
 def _pause_command(paused: bool) -> click.Command:
@@ -170,15 +180,21 @@ def _pause_command(paused: bool) -> click.Command:
 
     @database_option
     @json_option
+    @click.option(
+        "--create",
+        is_flag=True,
+        help="Also for an entrypoint with no jobs and no policy yet (not a typo).",
+    )
     @click.argument("entrypoint")
     @clear_errors
-    def command(dsn: str | None, as_json: bool, entrypoint: str) -> None:
+    def command(dsn: str | None, as_json: bool, create: bool, entrypoint: str) -> None:
         with connect(dsn, autocommit=True) as conn:
-            known = monitor.set_paused(conn, entrypoint, paused)
+            known = monitor.set_paused(conn, entrypoint, paused, create=create)
         if as_json:
             click.echo(render.to_json({"entrypoint": entrypoint, "paused": paused, "known": known}))
             return
-        note = "" if known else " (it has no jobs or policy yet)"
+        literal = "'" + entrypoint.replace("'", "''") + "'"
+        note = "" if known else f" (new; SELECT pgq.remove_entrypoint({literal}) removes it)"
         click.echo(f"{verb} {entrypoint}{note}")
 
     help_text = (

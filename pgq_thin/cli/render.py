@@ -1,19 +1,36 @@
-"""Plain-text and JSON rendering for the monitoring commands (80-column tables)."""
+"""Plain-text and JSON rendering for the monitoring commands: tables as wide as the terminal
+(80 columns at least, and when the output is not a terminal)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from pgq_thin.monitor import Row
 
-WIDTH = 80
+WIDTH = 80  # the narrowest table; wider when the terminal is
+FLEX_MIN = 12  # the flexible column keeps this much when a name column widens
 
-# A column: title, width (0 = what is left of WIDTH), and alignment ("<" or ">").
-Column = tuple[str, int, str]
+
+class Column(NamedTuple):
+    """A table column: width 0 takes what the others leave; a `name` column (entrypoints,
+    workers) widens to fit its longest value when there is room, and is elided in the middle
+    otherwise, so two long names that differ only at their end still look different."""
+
+    title: str
+    width: int
+    align: Literal["<", ">"]
+    name: bool = False
+
+
+def terminal_size() -> tuple[int, int]:
+    """(columns, lines) of the terminal ($COLUMNS/$LINES first), at least 80 columns."""
+    size = shutil.get_terminal_size((WIDTH, 24))
+    return max(size.columns, WIDTH), size.lines
 
 
 def to_json(value: Any) -> str:
@@ -65,36 +82,70 @@ def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def table(columns: Sequence[Column], rows: Iterable[Sequence[object]]) -> list[str]:
-    """Lines of a table no wider than WIDTH: a header, then one line per row."""
-    fixed = sum(width for _, width, _ in columns) + len(columns) - 1
-    widths = [width or WIDTH - fixed for _, width, _ in columns]
+def elide(text: str, width: int) -> str:
+    """`text` shortened to `width` characters by an ellipsis in the middle (both ends kept)."""
+    if len(text) <= width:
+        return text
+    tail = (width - 1) // 2
+    return text[: width - 1 - tail] + "…" + text[len(text) - tail :]
 
-    def line(cells: Sequence[object]) -> str:
+
+def table(
+    columns: Sequence[Column], rows: Iterable[Sequence[object]], width: int = WIDTH
+) -> list[str]:
+    """Lines of a table no wider than `width`: a header, then one line per row."""
+    cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    widths = [c.width for c in columns]
+    spare = width - sum(widths) - (len(columns) - 1)
+    spare -= FLEX_MIN if any(c.width == 0 for c in columns) else 0
+    for i, column in enumerate(columns):
+        if column.name and column.width:
+            grow = min(max((len(row[i]) for row in cells), default=0) - column.width, spare)
+            if grow > 0:
+                widths[i] += grow
+                spare -= grow
+    flex = width - sum(widths) - (len(columns) - 1)
+    widths = [w or flex for w in widths]
+
+    def line(values: Sequence[str]) -> str:
         out = []
-        for (_, _, align), width, cell in zip(columns, widths, cells, strict=True):
-            text = clip("" if cell is None else str(cell), width)
-            out.append(f"{text:{align}{width}}")
+        for column, size, text in zip(columns, widths, values, strict=True):
+            shown = elide(text, size) if column.name else clip(text, size)
+            out.append(f"{shown:{column.align}{size}}")
         return " ".join(out).rstrip()
 
-    return [line([title for title, _, _ in columns])] + [line(row) for row in rows]
+    return [line([c.title for c in columns])] + [line(row) for row in cells]
 
 
-STATS_COLUMNS: list[Column] = [
-    ("ENTRYPOINT", 0, "<"),
-    ("QUEUED", 8, ">"),
-    ("SCHED", 7, ">"),
-    ("RUN", 5, ">"),
-    ("LIMIT", 5, ">"),
-    ("OLDEST", 7, ">"),
-    ("OK/5M", 7, ">"),
-    ("ERR/5M", 6, ">"),
-    ("DEAD", 6, ">"),
+STATS_COLUMNS = [
+    Column("ENTRYPOINT", 0, "<", name=True),
+    Column("QUEUED", 8, ">"),
+    Column("SCHED", 7, ">"),
+    Column("RUN", 5, ">"),
+    Column("LIMIT", 5, ">"),
+    Column("OLDEST", 7, ">"),
+    Column("OK/5M", 7, ">"),
+    Column("ERR/5M", 6, ">"),
+    Column("DEAD", 6, ">"),
 ]
 
 
-def stats_lines(stats: Row) -> list[str]:
-    """The stats dashboard: one line per entrypoint, then workers and health."""
+def stats_lines(stats: Row, width: int = WIDTH, height: int | None = None) -> list[str]:
+    """The stats dashboard: one line per entrypoint, then workers and health.
+
+    Within `height` lines the busiest entrypoints are shown (in name order) and the others
+    summarised in one line, so the header stays on screen.
+    """
+    entrypoints = stats["entrypoints"]
+    paused = any(e["paused"] for e in entrypoints)
+    health = health_lines(stats["health"], stats["workers"], stats["now"], width)
+    hidden: list[Row] = []
+    if height is not None:
+        room = max(height - 2 - len(health) - int(paused), 1)  # header, blank line
+        if len(entrypoints) > room:
+            ranked = sorted(entrypoints, key=_busyness, reverse=True)
+            hidden = ranked[room - 1 :]
+            entrypoints = [e for e in entrypoints if e not in hidden]
     rows = [
         [
             e["entrypoint"] + ("*" if e["paused"] else ""),
@@ -107,21 +158,32 @@ def stats_lines(stats: Row) -> list[str]:
             e["failed_5m"],
             e["failed"],
         ]
-        for e in stats["entrypoints"]
+        for e in entrypoints
     ]
-    lines = table(STATS_COLUMNS, rows)
+    lines = table(STATS_COLUMNS, rows, width)
+    if hidden:
+        totals = ", ".join(f"{sum(e[k] for e in hidden)} {k}" for k in SUMMED)
+        lines.append(clip(f"… {len(hidden)} more entrypoints: {totals}", width))
     if not rows:
         lines.append("(no entrypoints yet)")
-    if any(e["paused"] for e in stats["entrypoints"]):
+    if paused:
         lines.append("* paused: no worker claims its jobs until `pgq-thin resume ENTRYPOINT`")
-    return [*lines, "", *health_lines(stats["health"], stats["workers"], stats["now"])]
+    return [*lines, "", *health]
 
 
-def health_lines(health: Row, workers: Row, now: datetime) -> list[str]:
+SUMMED = ("queued", "scheduled", "running", "failed")
+
+
+def _busyness(entrypoint: Row) -> tuple[int, ...]:
+    return tuple(int(entrypoint[k] or 0) for k in (*SUMMED, "failed_5m", "succeeded_5m"))
+
+
+def health_lines(health: Row, workers: Row, now: datetime, width: int = WIDTH) -> list[str]:
     """Workers by status, expired leases, NOTIFY queue, tuples, and the oldest transaction."""
     lines = [
         f"workers: {workers['alive']} alive, {workers['stale']} stale, "
-        f"{workers['unregistered']} unregistered; expired leases: {health['expired_leases']}",
+        f"{workers['unregistered']} unregistered, {workers['connections']} connections; "
+        f"expired leases: {health['expired_leases']}",
         f"tuples: jobs {health['jobs_live_tuples']} live, {health['jobs_dead_tuples']} dead;"
         f" history {health['history_live_tuples']} live, {health['history_dead_tuples']} dead",
         f"notify queue: {health['notification_queue_usage']:.1%} used",
@@ -132,21 +194,21 @@ def health_lines(health: Row, workers: Row, now: datetime) -> list[str]:
             f" ({health['oldest_xact_state'] or 'unknown'}), {health['oldest_xact_xid_age']} xids,"
             f" started {ago(health['oldest_xact_start'], now)}"
         )
-    return [clip(line, WIDTH) for line in lines]
+    return [clip(line, width) for line in lines]
 
 
-JOB_COLUMNS: list[Column] = [
-    ("ID", 9, ">"),
-    ("ENTRYPOINT", 18, "<"),
-    ("STATE", 9, "<"),
-    ("TRY", 5, ">"),
-    ("PRI", 4, ">"),
-    ("WHEN", 10, ">"),
-    ("DETAIL", 0, "<"),
+JOB_COLUMNS = [
+    Column("ID", 9, ">"),
+    Column("ENTRYPOINT", 18, "<", name=True),
+    Column("STATE", 9, "<"),
+    Column("TRY", 5, ">"),
+    Column("PRI", 4, ">"),
+    Column("WHEN", 10, ">"),
+    Column("DETAIL", 0, "<"),
 ]
 
 
-def job_lines(jobs: Sequence[Row], now: datetime) -> list[str]:
+def job_lines(jobs: Sequence[Row], now: datetime, width: int = WIDTH) -> list[str]:
     """One line per job: WHEN is the due time (waiting), start (running) or finish."""
     rows = [
         [
@@ -160,27 +222,30 @@ def job_lines(jobs: Sequence[Row], now: datetime) -> list[str]:
         ]
         for j in jobs
     ]
-    return table(JOB_COLUMNS, rows) + ([] if rows else ["(no jobs)"])
+    return table(JOB_COLUMNS, rows, width) + ([] if rows else ["(no jobs)"])
 
 
-WORKER_COLUMNS: list[Column] = [
-    ("WORKER", 20, "<"),
-    ("STATUS", 12, "<"),
-    ("JOBS", 6, ">"),
-    ("BEAT", 10, ">"),
-    ("UP", 6, ">"),
-    ("VERSION", 8, "<"),
-    ("ENTRYPOINTS", 0, "<"),
+WORKER_COLUMNS = [
+    Column("WORKER", 17, "<", name=True),
+    Column("STATUS", 12, "<"),
+    Column("JOBS", 6, ">"),
+    Column("CONN", 4, ">"),
+    Column("BEAT", 9, ">"),
+    Column("UP", 6, ">"),
+    Column("VERSION", 8, "<"),
+    Column("ENTRYPOINTS", 0, "<"),
 ]
 
 
-def worker_lines(workers: Sequence[Row], now: datetime) -> list[str]:
-    """One line per worker: running jobs (of its concurrency), last heartbeat, uptime."""
+def worker_lines(workers: Sequence[Row], now: datetime, width: int = WIDTH) -> list[str]:
+    """One line per worker: running jobs (of its concurrency), connections held, last
+    heartbeat, uptime."""
     rows = [
         [
             w["worker_id"],
             w["status"],
             f"{w['running']}/{w['concurrency']}" if w["concurrency"] else w["running"],
+            w["connections"],
             ago(w["heartbeat_at"], now),
             duration(now - w["started_at"]) if w["started_at"] else "-",
             w["version"],
@@ -188,4 +253,4 @@ def worker_lines(workers: Sequence[Row], now: datetime) -> list[str]:
         ]
         for w in workers
     ]
-    return table(WORKER_COLUMNS, rows) + ([] if rows else ["(no workers)"])
+    return table(WORKER_COLUMNS, rows, width) + ([] if rows else ["(no workers)"])

@@ -63,6 +63,26 @@ SETTING_FLAGS = {
         "SECONDS",
         "How often pgq.prune() removes history older than the retention (0 = never).",
     ),
+    "pool_size": (
+        "N",
+        "Pooled connections for claims, heartbeats and outcomes (1 for a small worker); a "
+        "worker holds this plus one LISTEN and one maintenance connection.",
+    ),
+    "listen": (
+        "auto|off",
+        "auto: LISTEN for new jobs where it works (PGQ_LISTEN_URL, else DATABASE_URL unless a "
+        "transaction pooler drops it); off: poll only, every 0.1s at most.",
+    ),
+    "listen_url": (
+        "URL",
+        "A direct connection for LISTEN and maintenance while DATABASE_URL goes through a "
+        "transaction pooler (PgBouncer).",
+    ),
+    "connect_timeout": (
+        "SECONDS",
+        "At start, how long to wait for a database that is down or without the pgq schema "
+        "(0 = fail at once); a full server is waited for without limit.",
+    ),
 }
 
 
@@ -75,7 +95,7 @@ def setting_options(func: F) -> F:
     for key, (metavar, text) in reversed(SETTING_FLAGS.items()):
         flag = "--" + key.replace("_", "-")
         default = getattr(DEFAULTS, key)
-        shown = "" if key == "database_url" else f" [default: {_show(default)}]"
+        shown = "" if key in ("database_url", "listen_url") else f" [default: {_show(default)}]"
         func = click.option(
             flag, key, metavar=metavar, help=f"{text}{shown} [env: {env_var(key)}]"
         )(func)
@@ -212,15 +232,44 @@ def _run_at(text: str) -> datetime:
     return moment if moment.tzinfo else moment.astimezone()  # naive: local time
 
 
+def _payload_text(payload: str) -> str:
+    """The JSON text of the payload argument: itself, `-` for stdin, or `@PATH` for a file
+    (a shell argument fails past ~128 KiB; the payload limit is 1 MiB)."""
+    if payload == "-":
+        return sys.stdin.read()
+    if payload.startswith("@"):
+        try:
+            with open(payload[1:], encoding="utf-8") as file:
+                return file.read()
+        except OSError as exc:
+            raise PgqError(f"cannot read the payload from {payload[1:]}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise PgqError(f"the payload in {payload[1:]} is not UTF-8: {exc.reason}") from None
+    return payload
+
+
+def _inserted_now(conn: psycopg.Connection[Any], job_id: int) -> bool | None:
+    """Whether this transaction inserted job `job_id` (None when this role cannot read jobs)."""
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                "SELECT xmin = pg_current_xact_id()::xid FROM pgq.jobs WHERE id = %s", (job_id,)
+            ).fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        return None
+    return bool(row and row[0])
+
+
 @click.command()
 @click.argument("entrypoint")
-@click.argument("payload", metavar="[JSON]", required=False)
+@click.argument("payload", metavar="[JSON | - | @FILE]", required=False)
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
 @click.option("--delay", type=float, metavar="SECONDS", help="Run no sooner than this from now.")
 @click.option("--run-at", metavar="ISO-8601", help="Run no sooner than this time.")
 @click.option("--dedupe-key", metavar="KEY", help="If a live job has this key, return its id.")
 @click.option("--max-attempts", type=click.IntRange(min=1), metavar="N", help="Tries in all.")
 @click.option("--headers", metavar="JSON", help="A JSON object of headers.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option(
     "--database-url",
     "-d",
@@ -238,12 +287,17 @@ def enqueue(
     dedupe_key: str | None,
     max_attempts: int | None,
     headers: str | None,
+    as_json: bool,
     dsn: str | None,
 ) -> None:
-    """Enqueue one job for ENTRYPOINT with a JSON payload; prints the job id."""
+    """Enqueue one job for ENTRYPOINT and print its id. The payload is JSON text, `-` to read
+    it from stdin, or `@FILE` to read it from a file.
+
+    With --dedupe-key, a live job that has the key already is returned instead (and said so).
+    """
     if delay is not None and run_at is not None:
         raise PgqError("give --delay or --run-at, not both")
-    body = _json(payload, "payload") if payload is not None else None
+    body = _json(_payload_text(payload), "payload") if payload is not None else None
     header_map = _json(headers, "--headers") if headers is not None else None
     if header_map is not None and not isinstance(header_map, dict):
         raise PgqError("--headers must be a JSON object")
@@ -264,5 +318,15 @@ def enqueue(
             raise PgqError("pgq is not installed in this database: run `pgq-thin install`") from exc
         except psycopg.Error as exc:
             raise PgqError(f"enqueue failed: {exc.diag.message_primary or exc}") from exc
+        created = True if dedupe_key is None else _inserted_now(conn, job_id)
         conn.commit()
+    if as_json:
+        click.echo(json.dumps({"id": job_id, "entrypoint": entrypoint, "created": created}))
+        return
     click.echo(job_id)
+    if created is False:
+        click.echo(
+            f"pgq-thin: job {job_id} already has dedupe key {dedupe_key!r}: the existing job "
+            "was returned, nothing was enqueued",
+            err=True,
+        )

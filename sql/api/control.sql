@@ -92,6 +92,19 @@ BEGIN
                       CASE WHEN h.error IS NULL THEN '' ELSE ': ' || h.error END);
     END IF;
     SELECT * INTO e FROM pgq.entrypoints AS x WHERE x.name = j.entrypoint;
+    -- A timeout or lease already past is not "running": the try is over or its worker is gone,
+    -- and the next pgq.reap() (each claim runs one) records it, retry or failed by policy.
+    IF j.state = 'running' AND j.timeout_at <= v_now THEN
+        RETURN format('job %s: attempt %s on worker %s timed out at %s; the next pgq.reap() '
+                      'records it (retry or failed by policy)', job_id, j.attempt,
+                      coalesce(j.worker_id, '(unnamed)'), j.timeout_at);
+    END IF;
+    IF j.state = 'running' AND j.lease_expires_at <= v_now THEN
+        RETURN format('job %s: attempt %s on worker %s lost its lease at %s (the worker stopped '
+                      'renewing it); the next pgq.reap() records it as worker lost (retry or '
+                      'failed by policy)', job_id, j.attempt, coalesce(j.worker_id, '(unnamed)'),
+                      j.lease_expires_at);
+    END IF;
     IF j.state = 'running' THEN
         RETURN format('job %s: running (attempt %s) on worker %s until %s%s', job_id, j.attempt,
                       coalesce(j.worker_id, '(unnamed)'), j.lease_expires_at,

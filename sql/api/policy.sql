@@ -65,6 +65,35 @@ $$;
 COMMENT ON FUNCTION pgq.set_entrypoint(text, integer, integer, interval, interval, numeric, interval, numeric, boolean) IS
     'Upserts an entrypoint''s policy (NULL keeps the current value; concurrency_limit 0 = unlimited, timeout 0 = none).';
 
+-- Removes an entrypoint's policy row (a name paused by mistake, or one no longer served).
+-- Refused while the entrypoint has live jobs: enqueue makes the row and dequeue reads it.
+CREATE OR REPLACE FUNCTION pgq.remove_entrypoint(name text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
+AS $$
+DECLARE
+    v_live bigint;
+BEGIN
+    PERFORM pgq._check_entrypoints(ARRAY[name]);
+    -- The row lock makes a concurrent enqueue (which inserts the row ON CONFLICT) wait.
+    PERFORM FROM pgq.entrypoints AS e WHERE e.name = remove_entrypoint.name FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    SELECT count(*) INTO v_live FROM pgq.jobs AS j WHERE j.entrypoint = remove_entrypoint.name;
+    IF v_live > 0 THEN
+        RAISE EXCEPTION 'pgq: entrypoint % still has % live job(s): cancel them or let them finish first',
+            remove_entrypoint.name, v_live
+            USING ERRCODE = 'object_in_use';
+    END IF;
+    DELETE FROM pgq.entrypoints AS e WHERE e.name = remove_entrypoint.name;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION pgq.remove_entrypoint(text) IS
+    'Removes an entrypoint''s policy row (true if there was one); refused (55006) while it has live jobs.';
+
 -- The delay before the next try after `attempt` failed tries: base * factor^(attempt-1), jittered, capped.
 CREATE OR REPLACE FUNCTION pgq._backoff(
     attempt integer, base interval, factor numeric, max_delay interval, jitter numeric

@@ -6,10 +6,24 @@
 
 -- The group roles that do not exist yet. Installs into other databases of the cluster may
 -- create them at the same moment: the loser of that race waits, then finds them created.
+-- A role of these names that pgq-thin did not create (its comment, set below, starts with
+-- 'pgq-thin:'; SkyTools PgQ also has a pgq_admin) is refused, not adopted: its members would
+-- get rights over this queue. Commenting it so is how a DBA adopts it on purpose.
 DO $$
 DECLARE
     r record;
 BEGIN
+    FOR r IN
+        SELECT x.rolname FROM pg_catalog.pg_roles AS x
+        WHERE x.rolname IN ('pgq_producer', 'pgq_worker', 'pgq_monitor', 'pgq_admin')
+          AND coalesce(pg_catalog.shobj_description(x.oid, 'pg_authid'), '') NOT LIKE 'pgq-thin:%'
+        ORDER BY x.rolname
+    LOOP
+        RAISE EXCEPTION 'role % exists and pgq-thin did not create it (SkyTools PgQ has a pgq_admin too)', r.rolname
+            USING ERRCODE = 'duplicate_object',
+                  HINT = pg_catalog.format('pgq-thin would give its members rights over the queue; '
+                      'to share it on purpose: COMMENT ON ROLE %I IS ''pgq-thin: adopted''', r.rolname);
+    END LOOP;
     FOR r IN
         SELECT v.name, v.purpose
         FROM (VALUES
@@ -66,7 +80,9 @@ GRANT SELECT ON pgq.queue_stats TO pgq_worker;
 
 -- Read-only: the views, the tables behind `pgq-thin jobs` and `verify`, and explain_job.
 GRANT SELECT ON ALL TABLES IN SCHEMA pgq TO pgq_monitor;
-GRANT EXECUTE ON FUNCTION pgq.explain_job, pgq.describe_schema, pgq.fingerprint TO pgq_monitor;
+GRANT EXECUTE ON FUNCTION
+    pgq.explain_job, pgq.describe_schema, pgq.fingerprint, pgq.tables_fingerprint
+TO pgq_monitor;
 
 -- pgq_admin is a member of the three roles above (granted when it was created), plus these.
-GRANT EXECUTE ON FUNCTION pgq.retry, pgq.configure TO pgq_admin;
+GRANT EXECUTE ON FUNCTION pgq.retry, pgq.configure, pgq.remove_entrypoint TO pgq_admin;

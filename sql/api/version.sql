@@ -70,15 +70,51 @@ AS $$
 $$;
 COMMENT ON FUNCTION pgq.fingerprint() IS 'md5 of pgq.describe_schema(); recorded at install, checked by verify.';
 
--- Records the fingerprint of the schema just installed; the last step of every install and upgrade.
-CREATE OR REPLACE FUNCTION pgq._record_install() RETURNS text
-LANGUAGE sql VOLATILE
+-- A digest of the lines of pgq.describe_schema() that only migrations make: columns, indexes,
+-- constraints, triggers, sequences and types (not functions, views or grants, which every
+-- upgrade re-applies). A table someone altered shows here until they undo it.
+CREATE OR REPLACE FUNCTION pgq.tables_fingerprint() RETURNS text
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pgq, pg_temp
 SECURITY DEFINER
 AS $$
-    INSERT INTO pgq.installation (singleton, fingerprint, installed_at)
-    VALUES (true, pgq.fingerprint(), pg_catalog.now())
-    ON CONFLICT (singleton) DO UPDATE SET fingerprint = excluded.fingerprint, installed_at = excluded.installed_at
-    RETURNING fingerprint
+    SELECT md5(string_agg(line, E'\n')) FROM pgq.describe_schema() AS d(line)
+    WHERE line ~ '^(column|index|constraint|trigger|sequence|type) '
 $$;
-COMMENT ON FUNCTION pgq._record_install() IS 'Records pgq.fingerprint() as the installed one (run by install and upgrade).';
+COMMENT ON FUNCTION pgq.tables_fingerprint() IS
+    'md5 of the table lines of pgq.describe_schema(); recorded when migrations run, checked by verify.';
+
+-- Records the fingerprints of the schema just installed; the last step of every install and
+-- upgrade. The tables fingerprint is re-recorded only when a migration ran in this transaction
+-- (applied_at is the transaction's start), so an upgrade does not bless a table someone
+-- changed; and migrations that ran over such tables (sql/preflight.sql noted it) are refused,
+-- which rolls the whole install back.
+CREATE OR REPLACE FUNCTION pgq._record_install() RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgq, pg_temp
+SECURITY DEFINER
+AS $$
+DECLARE
+    v_migrated boolean := EXISTS (SELECT FROM pgq.migrations AS m WHERE m.applied_at = pg_catalog.now());
+    v_fingerprint text;
+BEGIN
+    IF v_migrated AND pg_catalog.current_setting('pgq.tables_changed', true) = 'true' THEN
+        RAISE EXCEPTION 'the tables of schema pgq were changed since pgq-thin installed them '
+                        '(a column, index or constraint added or removed)'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'revert that before upgrading, or the migrations would run over tables '
+                         'they do not know (pgq-thin verify; nothing was changed)';
+    END IF;
+    INSERT INTO pgq.installation AS i (singleton, fingerprint, tables_fingerprint, installed_at)
+    VALUES (true, pgq.fingerprint(), pgq.tables_fingerprint(), pg_catalog.now())
+    ON CONFLICT (singleton) DO UPDATE SET
+        fingerprint = excluded.fingerprint,
+        installed_at = excluded.installed_at,
+        tables_fingerprint = CASE WHEN i.tables_fingerprint IS NULL OR v_migrated
+                                  THEN excluded.tables_fingerprint ELSE i.tables_fingerprint END
+    RETURNING i.fingerprint INTO v_fingerprint;
+    RETURN v_fingerprint;
+END
+$$;
+COMMENT ON FUNCTION pgq._record_install() IS
+    'Records pgq.fingerprint() (and, after a migration, pgq.tables_fingerprint()) as installed.';

@@ -39,7 +39,7 @@ INTERNAL = {
     "_check_results",
 }
 # The SQLSTATEs of docs/sql-api.md's error table.
-DOCUMENTED = {"22023", "22004", "2202E", "54000", "P0002", "55000", "23505"}
+DOCUMENTED = {"22023", "22004", "2202E", "54000", "P0002", "55000", "55006", "23505"}
 NAMES = ["a", "b", "c"]
 NOW = datetime.now(UTC)
 CHARS = st.characters(exclude_categories=["Cs"], min_codepoint=1)  # no NUL, no lone surrogate

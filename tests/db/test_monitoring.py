@@ -62,9 +62,10 @@ def build_scenario(conn: Conn) -> dict[str, int]:
     ids.append(value(conn, "SELECT pgq.enqueue('mail', run_at => %s)", (T0 + timedelta(hours=1),)))
     ids.append(value(conn, "SELECT pgq.enqueue('report')"))
     jobs = dict(zip(["m1", "m2", "m3", "m4", "m5", "m6", "r1"], ids, strict=True))
-    for worker in ("w1", "w2", "w3"):
+    for worker, connections in (("w1", 5), ("w2", 5), ("w3", 3)):
         conn.execute(
-            "SELECT pgq.register_worker(%s, ARRAY['mail'], 2, 'host-1', 42, '0.1.0')", (worker,)
+            "SELECT pgq.register_worker(%s, ARRAY['mail'], 2, 'host-1', 42, '0.1.0', %s)",
+            (worker, connections),
         )
 
     at(conn, T0 + timedelta(minutes=1))
@@ -376,3 +377,15 @@ def test_prune_runs_one_at_a_time(pgq_conn: Conn, pgq_dsn: str) -> None:
         assert value(pgq_conn, "SELECT pgq.prune()") == 0
         other.commit()
     assert value(pgq_conn, "SELECT pgq.prune()") == 2
+
+
+def test_register_worker_takes_the_connections_held_and_keeps_its_older_form(
+    pgq_conn: Conn,
+) -> None:
+    # Workers before migration 0007 call the six-argument form, positionally.
+    pgq_conn.execute("SELECT pgq.register_worker('old', ARRAY['mail'], 2, 'h', 1, '0.1.0')")
+    pgq_conn.execute("SELECT pgq.register_worker('new', ARRAY['mail'], connections => 3)")
+    held = dict(pgq_conn.execute("SELECT worker_id, connections FROM pgq.workers").fetchall())
+    assert held == {"new": 3, "old": None}
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="connections must not be"):
+        pgq_conn.execute("SELECT pgq.register_worker('w', connections => -1)")

@@ -52,7 +52,9 @@ def test_stats_table(pgq_conn: Conn, pgq_dsn: str) -> None:
         "report                       1       0     0     -   5m00s       0      0      0",
         "",
     ]
-    assert lines[4] == "workers: 1 alive, 1 stale, 0 unregistered; expired leases: 0"
+    assert lines[4] == (
+        "workers: 1 alive, 1 stale, 0 unregistered, 5 connections; expired leases: 0"
+    )
     assert lines[5].startswith("tuples: jobs ")
     assert lines[6] == "notify queue: 0.0% used"
 
@@ -61,7 +63,7 @@ def test_stats_json_parses(pgq_conn: Conn, pgq_dsn: str) -> None:
     build_scenario(pgq_conn)
     stats = json.loads(cli(pgq_dsn, "stats", "--json").stdout)
     assert datetime.fromisoformat(stats["now"]) == NOW
-    assert stats["workers"] == {"alive": 1, "stale": 1, "unregistered": 0}
+    assert stats["workers"] == {"alive": 1, "stale": 1, "unregistered": 0, "connections": 5}
     assert stats["entrypoints"][0] == {
         "entrypoint": "mail",
         "queued": 2,
@@ -172,10 +174,10 @@ def test_workers(pgq_conn: Conn, pgq_dsn: str) -> None:
     build_scenario(pgq_conn)
     claim(pgq_conn, "report", 1, "psql-worker")
     assert cli(pgq_dsn, "workers").stdout.splitlines() == [
-        "WORKER               STATUS         JOBS       BEAT     UP VERSION  ENTRYPOINTS",
-        "psql-worker          unregistered      1          -      -",
-        "w1                   alive           0/2     0s ago  5m00s 0.1.0    mail",
-        "w3                   stale           0/2  5m00s ago  5m00s 0.1.0    mail",
+        "WORKER            STATUS         JOBS CONN      BEAT     UP VERSION  ENTRYPOINTS",
+        "psql-worker       unregistered      1              -      -",
+        "w1                alive           0/2    5    0s ago  5m00s 0.1.0    mail",
+        "w3                stale           0/2    3 5m00s ago  5m00s 0.1.0    mail",
     ]
     found = json.loads(cli(pgq_dsn, "workers", "--json").stdout)
     assert [(w["worker_id"], w["status"], w["running"]) for w in found] == [
@@ -194,10 +196,10 @@ def test_pause_and_resume(pgq_conn: Conn, pgq_dsn: str) -> None:
     assert claim(pgq_conn, "mail", 5, "w1") == []
     assert cli(pgq_dsn, "resume", "mail").stdout == "resumed mail\n"
     assert len(claim(pgq_conn, "mail", 5, "w1")) == 2
-    ghost = json.loads(cli(pgq_dsn, "pause", "ghost", "--json").stdout)
+    ghost = json.loads(cli(pgq_dsn, "pause", "ghost", "--create", "--json").stdout)
     assert ghost == {"entrypoint": "ghost", "paused": True, "known": False}
     assert cli(pgq_dsn, "pause", "ghost").stdout == "paused ghost\n"
-    assert "it has no jobs or policy yet" in cli(pgq_dsn, "resume", "nobody").stdout
+    assert "rerun with --create" in cli(pgq_dsn, "resume", "nobody", code=1).stderr
 
 
 def test_missing_schema_is_one_clear_line(pgq_conn: Conn, pgq_dsn: str) -> None:

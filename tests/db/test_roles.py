@@ -60,8 +60,10 @@ CALLS = {
     "explain_job": "SELECT pgq.explain_job(0)",
     "describe_schema": "SELECT count(*) FROM pgq.describe_schema()",
     "fingerprint": "SELECT pgq.fingerprint()",
+    "tables_fingerprint": "SELECT pgq.tables_fingerprint()",
     "retry": "SELECT pgq.retry(0)",  # no such job: raises no_data_found once allowed in
     "configure": "SELECT pgq.configure(worker_stale_after => interval '2 minutes')",
+    "remove_entrypoint": "SELECT pgq.remove_entrypoint('nothing-here')",
     # Internal: called only from inside the other functions, never granted.
     "_check_entrypoints": "SELECT pgq._check_entrypoints(ARRAY['roles'])",
     "_check_batch": "SELECT pgq._check_batch('a and b', ARRAY[1, 1])",
@@ -81,12 +83,12 @@ WORKER = ANYONE | {
     "fail", "fail_many", "register_worker", "worker_heartbeat", "deregister_worker",
     "set_entrypoint", "prune", "report_vacuum",
 }  # fmt: skip
-MONITOR = ANYONE | {"explain_job", "describe_schema", "fingerprint"}
+MONITOR = ANYONE | {"explain_job", "describe_schema", "fingerprint", "tables_fingerprint"}
 ALLOWED = {
     "producer": PRODUCER,
     "worker": WORKER,
     "monitor": MONITOR,
-    "admin": PRODUCER | WORKER | MONITOR | {"retry", "configure"},
+    "admin": PRODUCER | WORKER | MONITOR | {"retry", "configure", "remove_entrypoint"},
     "nothing": set(),
 }
 READABLE = (

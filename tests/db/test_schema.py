@@ -94,7 +94,8 @@ def test_cli_psql_and_sql_command_installs_are_identical(blank_db: Callable[[], 
 def test_install_psql_names_every_file_in_order() -> None:
     text = (schema.sql_dir() / "install.psql").read_text()
     included = re.findall(r"^\\ir (\S+)$", text, flags=re.M)
-    expected = [f"migrations/{m.path.name}" for m in schema.migrations()]
+    expected = [schema.PREFLIGHT_FILE]
+    expected += [f"migrations/{m.path.name}" for m in schema.migrations()]
     expected += [f"api/{p.name}" for p in schema.api_files()]
     assert included == expected
 

@@ -26,16 +26,26 @@ Conn = psycopg.Connection[Any]
 
 
 class WorkerProcess:
-    """`pgq-thin run worker_app:main` in `workdir`, logging to a file there."""
+    """`pgq-thin run TARGET` (worker_app:main unless told) in `workdir`, logging to a file there.
+    A PYTHONPATH in `env` comes before the repository (to run another release's pgq_thin)."""
 
-    def __init__(self, dsn: str, workdir: Path, args: list[str], env: dict[str, str], name: str):
+    def __init__(
+        self,
+        dsn: str,
+        workdir: Path,
+        args: list[str],
+        env: dict[str, str],
+        name: str,
+        target: str = "worker_app:main",
+    ):
         self.log_path = workdir / f"{name}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(OWN_ENV)}
         full_env.update(PGQ_POLL_INTERVAL="0.2", PGQ_SHUTDOWN_GRACE="5")
-        full_env.update(env, DATABASE_URL=dsn, PYTHONPATH=str(REPO))
+        path = os.pathsep.join(filter(None, (env.get("PYTHONPATH"), str(REPO))))
+        full_env.update(env, DATABASE_URL=dsn, PYTHONPATH=path)
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pgq_thin", "run", "worker_app:main", *args],
+                [sys.executable, "-m", "pgq_thin", "run", target, *args],
                 cwd=workdir,
                 env=full_env,
                 stdin=subprocess.DEVNULL,

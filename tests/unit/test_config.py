@@ -75,6 +75,9 @@ def test_job_timeout_zero_means_none(tmp_path: Path) -> None:
         ("max_concurrent_jobs = true\n", {}, {}, "invalid max_concurrent_jobs True"),
         (None, {"PGQ_LOG_LEVEL": "loud"}, {}, "invalid log_level 'loud'"),
         ("max_concurrent_jobs = [\n", {}, {}, "cannot parse config file {dir}/pgq-thin.toml"),
+        (None, {"PGQ_LISTEN": "sometimes"}, {}, "invalid listen 'sometimes' (from environment"),
+        (None, {"PGQ_POOL_SIZE": "0"}, {}, "invalid pool_size '0' (from environment variable"),
+        ('connect_timeout = "-1"\n', {}, {}, "invalid connect_timeout '-1' (from {dir}/"),
     ],
 )
 def test_invalid_values_name_key_and_source(

@@ -29,8 +29,9 @@ SELECT id, state, attempt,
             ELSE (run_at - pgq.now() BETWEEN '5 seconds' AND '15 seconds')::text END AS delay,
        leased, error
 FROM pgq_test.jobs ORDER BY id;
--- Job 4 ran into its 20 s timeout although it asked for a 1 hour lease.
-SELECT pgq_test.advance('10 seconds');
+-- Job 4 ran into its 20 s timeout although it asked for a 1 hour lease. (15 s: past job 1's
+-- spread backoff too, whatever its draw.)
+SELECT pgq_test.advance('15 seconds');
 SELECT pgq.reap();
 SELECT id, state, attempt, error FROM pgq_test.jobs WHERE id = 4;
 -- A reaped lease is stale: its holder can neither complete nor fail the job.
