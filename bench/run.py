@@ -1,7 +1,7 @@
 """Benchmarks: pgq-thin side by side with PgQueuer, procrastinate and the pure-SQL floor.
 
-    .venv/bin/python bench/run.py [--full] [--only drain,enqueue,latency,depth,churn]
-                                  [--rounds N] [--server throwaway|env]
+    .venv/bin/python bench/run.py [--full] [--rounds N] [--server throwaway|env]
+        [--only drain,enqueue,single,latency,lateness,depth,churn,horizon]
 
 `make bench` runs the short version (a few minutes), `make bench BENCH=full` the full one.
 By default the run starts a PostgreSQL of its own from the installed binaries, with initdb's
@@ -37,6 +37,7 @@ import common
 import psycopg
 import report
 import sql_floor
+from psycopg.types.json import Jsonb
 
 from pgq_thin import NewJob, Queue
 from pgq_thin._localdb import LocalServer
@@ -77,7 +78,7 @@ SYSTEMS = {
         PEER_PYTHON,
         "sys_pgqueuer.py",
         "pgq_bench_pgqueuer",
-        "TRUNCATE pgqueuer, pgqueuer_log, pgqueuer_statistics",
+        "TRUNCATE pgqueuer, pgqueuer_log, pgqueuer_statistics, floor.jobs",
         ("--batch", "100", "--concurrency", "200"),
     ),
     "procrastinate": System(
@@ -103,13 +104,23 @@ class Config:
     workers: tuple[int, ...]
     enqueue_jobs: int
     enqueue_batches: tuple[int, ...]
+    single_jobs: int
+    idle_calls: int
     latency_jobs: int
     latency_interval: float
+    lateness_jobs: int
+    lateness_interval: float
+    lateness_ahead: float
     depths: tuple[int, int]
     depth_calls: int
     churn_jobs: int
     churn_baseline: int
     churn_workers: int
+    horizon_rate: int  # jobs/s offered
+    horizon_before: float  # seconds of load before the transaction opens,
+    horizon_hold: float  # while it is held,
+    horizon_after: float  # and after it ends
+    horizon_window: float
 
 
 SHORT = Config(
@@ -120,13 +131,23 @@ SHORT = Config(
     workers=(1, 4),
     enqueue_jobs=50_000,
     enqueue_batches=(100, 1000),
+    single_jobs=2_000,
+    idle_calls=300,
     latency_jobs=500,
     latency_interval=0.01,
+    lateness_jobs=50,
+    lateness_interval=0.1,
+    lateness_ahead=1.0,
     depths=(1_000, 100_000),
     depth_calls=200,
     churn_jobs=100_000,
     churn_baseline=10_000,
     churn_workers=2,
+    horizon_rate=1_000,
+    horizon_before=10,
+    horizon_hold=60,
+    horizon_after=60,
+    horizon_window=5,
 )
 FULL = replace(
     SHORT,
@@ -134,7 +155,10 @@ FULL = replace(
     drain_jobs=50_000,
     drain_jobs_procrastinate=10_000,
     workers=(1, 2, 4),
+    single_jobs=5_000,
+    idle_calls=1_000,
     latency_jobs=1000,
+    lateness_jobs=200,
     depths=(1_000, 1_000_000),
     depth_calls=300,
     churn_jobs=1_000_000,
@@ -426,17 +450,74 @@ def enqueue(cfg: Config) -> dict[str, Any]:
     return {"rows": rows}
 
 
-def latency_once(system: System, cfg: Config) -> list[float]:
-    """Enqueue-to-handler-start latencies (ms) of single jobs sent to one idle worker."""
+SINGLE_SYSTEMS = [  # (name, system, driver flags); ratios are taken against the first
+    ("pgq-thin AsyncQueue.enqueue", PGQ, ()),
+    ("pgq-thin Queue.enqueue", PGQ, ("--sync",)),
+    ("raw INSERT + NOTIFY (psycopg)", PGQ, ("--raw",)),
+    ("pgqueuer", PGQUEUER, ()),
+    ("raw INSERT + NOTIFY (asyncpg)", PGQUEUER, ("--raw",)),
+]
+RAW_NOTIFY = """
+WITH job AS (INSERT INTO floor.jobs (payload) VALUES (%s) RETURNING id)
+SELECT job.id, pg_notify('floor', 'bench') FROM job
+"""
+IDLE_CALLS = {
+    "SELECT pgq.enqueue(...)": "SELECT pgq.enqueue('bench', %s)",
+    "raw INSERT + NOTIFY": RAW_NOTIFY,
+}
+
+
+def idle_calls(count: int) -> dict[str, float]:
+    """Median ms of each statement of IDLE_CALLS at idle: autocommit, 10 ms apart, in turn."""
+    reset(PGQ)
+    times: dict[str, list[float]] = {name: [] for name in IDLE_CALLS}
+    with psycopg.connect(PGQ.dsn(), autocommit=True) as conn:
+        for i in range(count):
+            for name, statement in in_turn(i, list(IDLE_CALLS.items())):
+                time.sleep(0.01)
+                start = time.perf_counter()
+                conn.execute(statement, (Jsonb(common.payload(i)),)).fetchall()
+                times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def single(cfg: Config) -> dict[str, Any]:
+    """Single enqueues, one job per commit on the caller's connection, back to back; and the
+    SQL call alone at idle."""
+    rates: dict[str, list[float]] = {}
+    calls: dict[str, list[float]] = {}
+    for rnd in range(cfg.rounds):
+        for name, system, extra in in_turn(rnd, SINGLE_SYSTEMS):
+            reset(system)
+            seconds = driver(system, "single", "--count", str(cfg.single_jobs), *extra)["seconds"]
+            rates.setdefault(name, []).append(cfg.single_jobs / seconds)
+            common.log(f"single round {rnd + 1}: {name} {rates[name][-1]:,.0f} jobs/s")
+        for name, ms in idle_calls(cfg.idle_calls).items():
+            calls.setdefault(name, []).append(ms)
+            common.log(f"idle call round {rnd + 1}: {name} {ms:.3f} ms")
+    mine = [name for name, system, _ in SINGLE_SYSTEMS if system is PGQ and "raw" not in name]
+    (sql, raw) = IDLE_CALLS
+    return {
+        "jobs_per_second": {k: summary(v) for k, v in rates.items()},
+        "over": {m: {k: ratios(rates[m], v) for k, v in rates.items() if k != m} for m in mine},
+        "idle_call_ms": {k: summary(v) for k, v in calls.items()},
+        "idle_call_gap_ms": summary([a - b for a, b in zip(calls[sql], calls[raw], strict=True)]),
+    }
+
+
+def latency_once(system: System, count: int, interval: float, ahead: float = 0.0) -> list[float]:
+    """Latencies (ms) of single jobs sent to one idle worker: enqueue call to handler start,
+    or, for jobs due `ahead` seconds later, due time to handler start."""
     reset(system)
     with tempfile.NamedTemporaryFile(suffix=".lat") as file:
-        with Workers(system, 1, "--mode", "forever", "--latency-file", file.name) as ws:
+        latency = ("--mode", "forever", "--latency-file", file.name, "--one-connection")
+        with Workers(system, 1, *latency) as ws:
             ws.go()
             time.sleep(0.5)  # let the worker settle into waiting
-            interval = str(cfg.latency_interval)
-            driver(system, "produce", "--count", str(cfg.latency_jobs), "--interval", interval)
-            deadline = time.monotonic() + 30
-            while len(Path(file.name).read_text().splitlines()) < cfg.latency_jobs:
+            args = ("--count", str(count), "--interval", str(interval), "--ahead", str(ahead))
+            driver(system, "produce", *args)
+            deadline = time.monotonic() + ahead + 30
+            while len(Path(file.name).read_text().splitlines()) < count:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"{system.name}: not every latency job ran")
                 time.sleep(0.05)
@@ -445,14 +526,17 @@ def latency_once(system: System, cfg: Config) -> list[float]:
         return [float(x) * 1000 for x in Path(file.name).read_text().split()]
 
 
-def latency(cfg: Config) -> dict[str, Any]:
+def percentiles(
+    cfg: Config, label: str, systems: list[System], once: Callable[[System], list[float]]
+) -> dict[str, Any]:
+    """Per-system percentiles of `once` over the rounds (pooled, and per round)."""
     samples: dict[str, list[list[float]]] = {}
     for rnd in range(cfg.rounds):
-        for system in in_turn(rnd, list(SYSTEMS.values())):
-            values = sorted(latency_once(system, cfg))
+        for system in in_turn(rnd, systems):
+            values = sorted(once(system))
             samples.setdefault(system.name, []).append(values)
             common.log(
-                f"latency round {rnd + 1}: {system.name} p50 {percentile(values, 50):.2f} ms "
+                f"{label} round {rnd + 1}: {system.name} p50 {percentile(values, 50):.2f} ms "
                 f"p99 {percentile(values, 99):.2f} ms"
             )
     out: dict[str, Any] = {}
@@ -476,6 +560,23 @@ def latency(cfg: Config) -> dict[str, Any]:
             if name != PGQ.name
         }
     return {"systems": out}
+
+
+def latency(cfg: Config) -> dict[str, Any]:
+    once = partial(latency_once, count=cfg.latency_jobs, interval=cfg.latency_interval)
+    return percentiles(cfg, "latency", list(SYSTEMS.values()), once)
+
+
+def lateness(cfg: Config) -> dict[str, Any]:
+    """How late a job due `lateness_ahead` seconds after its enqueue starts (procrastinate's
+    driver enqueues through its own connector and is left out)."""
+    once = partial(
+        latency_once,
+        count=cfg.lateness_jobs,
+        interval=cfg.lateness_interval,
+        ahead=cfg.lateness_ahead,
+    )
+    return percentiles(cfg, "lateness", [PGQ, PGQUEUER], once)
 
 
 def depth(cfg: Config) -> dict[str, Any]:
@@ -580,12 +681,112 @@ def churn(cfg: Config) -> dict[str, Any]:
     }
 
 
+HORIZON_SAMPLE = """
+SELECT pgq.now(), pg_stat_get_dead_tuples('pgq.jobs'::regclass),
+       pg_total_relation_size('pgq.jobs'),
+       (SELECT count(*) FROM pgq.jobs WHERE state = 'queued')
+"""
+# Per window of the run (from its start): jobs offered, jobs finished, pickup p99 (claim time
+# minus due time) of the jobs finished in it.
+HORIZON_WINDOWS = """
+WITH done AS (
+    SELECT floor(extract(epoch FROM h.finished_at - %(t0)s) / %(w)s)::int AS n,
+           h.started_at - h.enqueued_at AS pickup
+    FROM pgq.job_history AS h
+), offered AS (
+    SELECT floor(extract(epoch FROM e.enqueued_at - %(t0)s) / %(w)s)::int AS n
+    FROM (SELECT enqueued_at FROM pgq.job_history UNION ALL SELECT enqueued_at FROM pgq.jobs) AS e
+)
+SELECT n, (SELECT count(*) FROM offered AS o WHERE o.n = d.n), count(*),
+       extract(epoch FROM percentile_cont(0.99) WITHIN GROUP (ORDER BY d.pickup))::float8
+FROM done AS d GROUP BY n ORDER BY n
+"""
+
+
+def horizon(cfg: Config) -> dict[str, Any]:
+    """A transaction held open on another connection while `horizon_rate` jobs/s (batches of
+    10 every 10 ms) go to one pgq-thin worker running 16 jobs of 1 ms at once: per window,
+    jobs offered and finished, pickup p99, dead rows, table size and backlog."""
+    reset(PGQ)
+    sql(PGQ, "VACUUM pgq.jobs")
+    hold_at = cfg.horizon_before
+    release_at = hold_at + cfg.horizon_hold
+    end_at = release_at + cfg.horizon_after
+    samples: list[dict[str, Any]] = []
+    batch = 10
+    period = batch / cfg.horizon_rate
+    worker = ("--mode", "forever", "--concurrency", "16", "--batch", "16", "--work-ms", "1")
+    with (
+        Workers(PGQ, 1, *worker) as ws,
+        psycopg.connect(PGQ.dsn(), autocommit=True) as conn,
+        psycopg.connect(PGQ.dsn()) as holder,
+    ):
+        ws.go()
+        queue = Queue(conn)
+        t0 = conn.execute("SELECT pgq.now()").fetchone()
+        started = time.monotonic()
+        next_send = next_sample = started
+        held = False
+        produced = 0
+        while (now := time.monotonic() - started) < end_at:
+            if not held and hold_at <= now < release_at:
+                holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                holder.execute("SELECT count(*) FROM pgq.entrypoints")  # takes the snapshot
+                held = True
+                common.log(f"horizon: transaction opened at {now:.1f} s")
+            elif held and now >= release_at:
+                holder.rollback()
+                held = False
+                common.log(f"horizon: transaction ended at {now:.1f} s")
+            if time.monotonic() >= next_sample:
+                row = conn.execute(HORIZON_SAMPLE).fetchone()
+                assert row is not None
+                samples.append(
+                    {"t": now, "dead_rows": row[1], "table_bytes": row[2], "backlog": row[3]}
+                )
+                common.log(
+                    f"horizon {now:5.1f} s: dead {row[1]:,}, {row[2] / 2**20:.1f} MiB, "
+                    f"backlog {row[3]:,}{' (held)' if held else ''}"
+                )
+                next_sample += cfg.horizon_window
+            queue.enqueue_many(
+                NewJob(common.ENTRYPOINT, common.payload(i))
+                for i in range(produced, produced + batch)
+            )
+            produced += batch
+            next_send += period
+            time.sleep(max(0.0, next_send - time.monotonic()))
+        time.sleep(2)  # let the last window's jobs finish
+        ws.stop()
+        ws.results()
+        health = conn.execute("SELECT * FROM pgq.health").fetchone()
+        windows = conn.execute(
+            HORIZON_WINDOWS, {"t0": t0[0] if t0 else None, "w": cfg.horizon_window}
+        ).fetchall()
+    return {
+        "offered_per_second": cfg.horizon_rate,
+        "hold": [hold_at, release_at],
+        "end": end_at,
+        "produced": produced,
+        "samples": samples,
+        "windows": [
+            {"start": n * cfg.horizon_window, "offered": o, "finished": f, "pickup_p99_s": p}
+            for n, o, f, p in windows
+            if n * cfg.horizon_window < end_at
+        ],
+        "health_at_end": str(health),
+    }
+
+
 WORKLOADS: dict[str, Callable[[Config], dict[str, Any]]] = {
     "drain": drain,
     "enqueue": enqueue,
+    "single": single,
     "latency": latency,
+    "lateness": lateness,
     "depth": depth,
     "churn": churn,
+    "horizon": horizon,
 }
 # --- the run -------------------------------------------------------------------------------
 

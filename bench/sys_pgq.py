@@ -1,32 +1,32 @@
 """pgq-thin, driven through its Python API (Queue, App, Worker); runs in the project venv.
 
-Also the references: `enqueue --raw` is a plain multi-row INSERT into the SQL floor's table.
+Also the references: `enqueue --raw` is a plain multi-row INSERT into the SQL floor's table,
+`single --raw` a plain INSERT ... RETURNING + pg_notify, one job per commit (psycopg).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 import common
 import psycopg
 from psycopg.types.json import Jsonb
 
-from pgq_thin import App, AsyncQueue, Job, NewJob, schema
+from pgq_thin import App, AsyncQueue, Job, NewJob, Queue, schema
 from pgq_thin.config import Settings
 from pgq_thin.worker import Worker
-
-FLOOR_SCHEMA = Path(__file__).resolve().parent / "pgbench" / "floor_schema.sql"
 
 
 async def install(args: argparse.Namespace) -> dict[str, Any]:
     """pgq-thin's schema (its installer), plus the SQL floor's table for the raw reference."""
     with psycopg.connect(args.dsn) as conn:
         applied = schema.install(conn)
-        conn.execute(FLOOR_SCHEMA.read_text())
+        conn.execute(common.FLOOR_SCHEMA.read_text())
         conn.commit()
     return {"applied": applied}
 
@@ -69,10 +69,14 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
     latencies = common.LatencyLog(args.latency_file)
     done = 0
 
+    work = args.work_ms / 1000
+
     @app.entrypoint(common.ENTRYPOINT)
     async def handler(job: Job) -> None:
         nonlocal done
-        latencies.record(job.payload.get(common.LATENCY_KEY))
+        latencies.record(job.payload)
+        if work:
+            await asyncio.sleep(work)
         done += 1
 
     settings = Settings(
@@ -89,15 +93,53 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def produce(args: argparse.Namespace) -> dict[str, Any]:
-    """Single enqueues, `--interval` apart, each stamped for the latency log."""
-    async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as conn:
+    """Single enqueues, `--interval` apart, each stamped for the latency log and committed on
+    its own, as a user's code does on its connection; `--ahead` schedules each that far."""
+    async with await psycopg.AsyncConnection.connect(args.dsn) as conn:
         queue = AsyncQueue(conn)
 
-        async def send(stamp: float) -> None:
-            await queue.enqueue(common.ENTRYPOINT, {common.LATENCY_KEY: stamp})
+        async def send() -> None:
+            stamp = common.stamp(args.ahead)
+            due = stamp.get(common.DUE_KEY)
+            run_at = None if due is None else datetime.fromtimestamp(due, UTC)
+            await queue.enqueue(common.ENTRYPOINT, stamp, run_at=run_at)
+            await conn.commit()
 
         await common.paced(args.count, args.interval, send)
     return {"count": args.count}
+
+
+RAW_SINGLE = """
+WITH job AS (INSERT INTO floor.jobs (payload) VALUES (%b) RETURNING id)
+SELECT job.id, pg_notify('floor', %b) FROM job
+"""
+
+
+async def single(args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds to enqueue `--count` jobs one per transaction on the caller's connection:
+    `AsyncQueue.enqueue` + commit, `Queue.enqueue` + commit (`--sync`), or the raw
+    INSERT + NOTIFY (`--raw`) through the same driver."""
+    if args.sync:
+        with psycopg.connect(args.dsn) as sync_conn:
+            queue = Queue(sync_conn)
+            start = time.perf_counter()
+            for i in range(args.count):
+                queue.enqueue(common.ENTRYPOINT, common.payload(i))
+                sync_conn.commit()
+            return {"seconds": time.perf_counter() - start}
+    async with await psycopg.AsyncConnection.connect(args.dsn) as conn:
+        aqueue = AsyncQueue(conn)
+
+        async def send(i: int) -> None:
+            await aqueue.enqueue(common.ENTRYPOINT, common.payload(i))
+            await conn.commit()
+
+        async def send_raw(i: int) -> None:
+            await conn.execute(RAW_SINGLE, (Jsonb(common.payload(i)), common.ENTRYPOINT))
+            await conn.commit()
+
+        seconds = await common.timed_singles(args.count, send_raw if args.raw else send)
+    return {"seconds": seconds}
 
 
 async def depth(args: argparse.Namespace) -> dict[str, Any]:

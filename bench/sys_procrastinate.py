@@ -25,9 +25,9 @@ def _app(dsn: str, latencies: common.LatencyLog | None = None) -> tuple[procrast
     done = [0]
 
     @app.task(name=common.ENTRYPOINT, queue=common.ENTRYPOINT)
-    async def bench(i: int = 0, t: float | None = None) -> None:
+    async def bench(i: int = 0, **stamp: float) -> None:
         if latencies is not None:
-            latencies.record(t)
+            latencies.record(stamp)
         done[0] += 1
 
     return app, (bench, done)
@@ -81,8 +81,8 @@ async def produce(args: argparse.Namespace) -> dict[str, Any]:
     app, (task, _) = _app(args.dsn)
     async with app.open_async():
 
-        async def send(stamp: float) -> None:
-            await task.defer_async(t=stamp)
+        async def send() -> None:
+            await task.defer_async(**common.stamp(0))
 
         await common.paced(args.count, args.interval, send)
     return {"count": args.count}

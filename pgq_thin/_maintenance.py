@@ -16,6 +16,14 @@ other role gets one warning at start and the loop leaves vacuuming to autovacuum
 
 Every worker fires due schedules on its own cadence, so a tick fires on time even while every
 worker is busy (dequeue fires them too, when it is called; each tick fires once whoever calls).
+
+While a transaction holds the cleanup horizon back (an open analytics query, a session left
+`idle in transaction`), VACUUM can remove nothing it has not already removed: when one leaves
+the table as dead as it found it, the vacuuming worker stands down until the session holding
+the oldest snapshot or transaction id changes, and records so with pgq.report_vacuum (shown by
+pgq.health; pgq.dequeue then claims past the jobs it already took). Meanwhile it runs ANALYZE
+each time the table doubles, so that the planner, which VACUUM kept informed, still knows it.
+
 Every worker calls pgq.prune() (which lets one caller at a time in) until it returns 0;
 the retention is the database's (pgq.configure). Errors are logged and retried at the next
 tick; they never stop the worker.
@@ -48,7 +56,27 @@ NEEDS_VACUUM = """
 SELECT pg_stat_get_dead_tuples(t.oid) > 100 + pg_stat_get_live_tuples(t.oid) / 10
 FROM (SELECT 'pgq.jobs'::regclass::oid) AS t(oid)
 """
+DEAD = "SELECT pg_stat_get_dead_tuples('pgq.jobs'::regclass)"
 VACUUM = "VACUUM pgq.jobs"
+# The session of this database whose snapshot or transaction id is oldest (the one holding the
+# horizon), with that id: the horizon is held as long as the oldest id stays the same (sessions
+# whose snapshots were taken while nothing ran share it).
+HOLDER = """
+SELECT a.pid, coalesce(a.backend_xid, a.backend_xmin)::text
+FROM pg_catalog.pg_stat_activity AS a
+WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+  AND (a.backend_xid IS NOT NULL OR a.backend_xmin IS NOT NULL)
+ORDER BY greatest(age(a.backend_xid), age(a.backend_xmin)) DESC, a.xact_start, a.pid
+LIMIT 1
+"""
+REPORT_VACUUM = "SELECT pgq.report_vacuum(%s)"
+# The table outgrew twice the size its statistics know: plans made from them (the hot path's are
+# made once per session) would read it whole where an index finds a few rows.
+GROWN = """
+SELECT pg_relation_size(c.oid) > 2 * 8192 * greatest(c.relpages, 8)
+FROM pg_catalog.pg_class AS c WHERE c.oid = 'pgq.jobs'::regclass
+"""
+ANALYZE = "ANALYZE pgq.jobs"
 PRUNE = "SELECT pgq.prune(%s)"
 REAP = "SELECT pgq.reap()"
 FIRE = "SELECT pgq.fire_schedules(%s)"
@@ -91,6 +119,8 @@ class Maintenance:
         self._checked = False  # whether this role may vacuum was looked up
         self._vacuumer = False  # holds the vacuum lock on the current connection
         self._reaper = False  # holds the reap lock on the current connection
+        self._held_by: tuple[int, str] | None = None  # (pid, xid) VACUUM stood down for
+        self._reported = False  # whether pgq.vacuum_state says so (a past worker's may not)
         self._failing: set[str] = set()  # tasks whose last run failed (one warning each)
 
     def _enabled(self) -> list[str]:
@@ -171,10 +201,38 @@ class Maintenance:
             self._vacuumer = bool(await _fetch(conn, TRY_LOCK, VACUUM_LOCK))
             if not self._vacuumer:
                 return  # another worker vacuums
-        if await _fetch(conn, NEEDS_VACUUM):
-            started = time.monotonic()
-            await conn.execute(VACUUM)
-            log.debug("maintenance: vacuumed pgq.jobs in %.3fs", time.monotonic() - started)
+        if not await _fetch(conn, NEEDS_VACUUM):
+            await self._stand_down(conn, None)
+            return
+        held = self._held_by
+        if held is not None and (holder := await _row(conn, HOLDER)) and holder[1] == held[1]:
+            # Still held: a VACUUM could remove nothing, but the table grows, and VACUUM is
+            # what kept its size known to the planner.
+            if await _fetch(conn, GROWN):
+                await conn.execute(ANALYZE)
+            return
+        dead = await _fetch(conn, DEAD)
+        started = time.monotonic()
+        await conn.execute(VACUUM)
+        log.debug("maintenance: vacuumed pgq.jobs in %.3fs", time.monotonic() - started)
+        # What VACUUM could not remove stays counted as dead: about as dead as before means held.
+        futile = await _fetch(conn, NEEDS_VACUUM) and await _fetch(conn, DEAD) > 0.9 * dead
+        await self._stand_down(conn, await _row(conn, HOLDER) if futile else None)
+
+    async def _stand_down(self, conn: Conn, holder: tuple[int, str] | None) -> None:
+        """Record a change of whether VACUUM stands down (for `holder`) or runs (None)."""
+        if holder == self._held_by and self._reported:
+            return
+        if holder is not None:
+            log.info(
+                "maintenance: VACUUM of pgq.jobs stands down while session %d holds the "
+                "cleanup horizon (see pgq.health)",
+                holder[0],
+            )
+        elif self._held_by is not None:
+            log.info("maintenance: the cleanup horizon moved on; VACUUM of pgq.jobs runs again")
+        await conn.execute(REPORT_VACUUM, (None if holder is None else holder[0],))
+        self._held_by, self._reported = holder, True
 
     async def _reap(self, conn: Conn) -> None:
         """pgq.reap() if this worker is the one that reaps (the others rely on it)."""
@@ -198,6 +256,12 @@ class Maintenance:
         """pgq.fire_schedules() until no due schedule is left."""
         while await _fetch(conn, FIRE, (FIRE_BATCH,)) == FIRE_BATCH:
             pass
+
+
+async def _row(conn: Conn, query: str) -> tuple[Any, ...] | None:
+    """The first row, if any."""
+    cur = await conn.execute(query)
+    return await cur.fetchone()
 
 
 async def _fetch(conn: Conn, query: str, params: tuple[Any, ...] | None = None) -> Any:

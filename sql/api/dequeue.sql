@@ -71,6 +71,8 @@ DECLARE
     v_allow integer[];
     v_running integer;
     v_ids bigint[];
+    v_held boolean;
+    v_marks jsonb;
 BEGIN
     IF batch_size IS NULL OR batch_size < 1 OR batch_size > 10000 THEN
         RAISE EXCEPTION 'pgq: batch_size must be between 1 and 10000, got %', batch_size
@@ -85,9 +87,22 @@ BEGIN
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
 
+    -- While a transaction holds the cleanup horizon (the vacuuming worker stood down), every job
+    -- claimed or finished since leaves index entries no VACUUM may remove, and a scan from the
+    -- front of the claim order walks them all again. This session then claims past the last
+    -- job it took (its marks), and walks from the front, probing leases too, once a second:
+    -- a job queued behind a mark meanwhile (a retry, a release, a late commit, a higher
+    -- priority) waits at most that second.
+    SELECT v.stood_down_since IS NOT NULL, current_setting('pgq.claim_marks', true)::jsonb
+    INTO v_held, v_marks
+    FROM pgq.vacuum_state AS v;
+    IF NOT coalesce(v_held AND (v_marks ->> 't')::timestamptz > v_now - interval '1 second', false) THEN
+        v_marks := NULL;
+    END IF;
+
     -- Reap, promote and fire only when an index probe finds an expired lease, a due job or a due
     -- schedule: the calls cost more than the probes, and most dequeues find none.
-    SELECT (SELECT min(j.lease_expires_at) FROM pgq.jobs AS j) <= v_now,
+    SELECT v_marks IS NULL AND (SELECT min(j.lease_expires_at) FROM pgq.jobs AS j) <= v_now,
            (SELECT min(j.run_at) FROM pgq.jobs AS j WHERE j.state = 'scheduled') <= v_now,
            (SELECT min(s.next_run_at) FROM pgq.schedules AS s WHERE s.paused IS NULL) <= v_now
     INTO v_reap, v_promote, v_fire;
@@ -136,8 +151,40 @@ BEGIN
         END LOOP;
     END IF;
 
-    -- One index walk per entrypoint, merged: highest priority first, then oldest.
-    v_ids := ARRAY(
+    -- While the horizon is held and this session has marks: from each entrypoint's mark (the
+    -- mark's priority after its id, then the lower ones; without a mark, from the front: no job
+    -- has the top priority).
+    IF v_marks IS NOT NULL THEN
+        v_ids := ARRAY(
+            SELECT c.id
+            FROM unnest(v_names, v_allow) AS a(name, n)
+            CROSS JOIN LATERAL (
+                SELECT coalesce((v_marks -> a.name ->> 0)::integer, 2147483647) AS top,
+                       coalesce((v_marks -> a.name ->> 1)::bigint, 0) AS after
+            ) AS m
+            CROSS JOIN LATERAL (
+                SELECT * FROM (
+                    SELECT j.id, j.priority FROM pgq.jobs AS j
+                    WHERE j.entrypoint = a.name AND j.state = 'queued' AND j.priority = m.top
+                      AND j.id > m.after
+                    ORDER BY j.id
+                    LIMIT a.n
+                    FOR UPDATE SKIP LOCKED) AS at_mark
+                UNION ALL
+                SELECT * FROM (
+                    SELECT j.id, j.priority FROM pgq.jobs AS j
+                    WHERE j.entrypoint = a.name AND j.state = 'queued' AND j.priority < m.top
+                    ORDER BY j.priority DESC, j.id
+                    LIMIT a.n
+                    FOR UPDATE SKIP LOCKED) AS below
+                LIMIT a.n
+            ) AS c
+            ORDER BY c.priority DESC, c.id
+            LIMIT batch_size);
+    END IF;
+
+    -- Otherwise one index walk per entrypoint, merged: highest priority first, then oldest.
+    v_ids := coalesce(v_ids, ARRAY(
         SELECT c.id
         FROM unnest(v_names, v_allow) AS a(name, n)
         CROSS JOIN LATERAL (
@@ -148,7 +195,19 @@ BEGIN
             FOR UPDATE SKIP LOCKED
         ) AS c
         ORDER BY c.priority DESC, c.id
-        LIMIT batch_size);
+        LIMIT batch_size));
+
+    -- Marks: each entrypoint's last job taken, kept for this session while the horizon is held
+    -- (from the walk from the front: 't'); an entrypoint that took nothing keeps its mark.
+    IF v_held THEN
+        SELECT coalesce(v_marks, jsonb_build_object('t', v_now))
+               || coalesce(jsonb_object_agg(l.entrypoint, jsonb_build_array(l.priority, l.id)), '{}')
+        INTO v_marks
+        FROM (SELECT DISTINCT ON (j.entrypoint) j.entrypoint, j.priority, j.id
+              FROM pgq.jobs AS j WHERE j.id = ANY (v_ids)
+              ORDER BY j.entrypoint, j.priority, j.id DESC) AS l;
+        PERFORM set_config('pgq.claim_marks', v_marks::text, false);
+    END IF;
     IF cardinality(v_ids) = 0 THEN
         RETURN;
     END IF;

@@ -199,7 +199,10 @@ SELECT (SELECT count(*) FROM pgq.jobs AS j WHERE j.lease_expires_at <= pgq.now()
        x.pid AS oldest_xact_pid,
        x.xid_age AS oldest_xact_xid_age,
        x.xact_start AS oldest_xact_start,
-       x.state AS oldest_xact_state
+       x.state AS oldest_xact_state,
+       -- Since when the workers' VACUUM of pgq.jobs stands down, and for which session.
+       (SELECT v.stood_down_since FROM pgq.vacuum_state AS v) AS vacuum_stood_down_since,
+       (SELECT v.held_by_pid FROM pgq.vacuum_state AS v) AS vacuum_held_by_pid
 FROM (SELECT) AS one
 LEFT JOIN LATERAL (
     SELECT a.pid, greatest(age(a.backend_xid), age(a.backend_xmin)) AS xid_age, a.xact_start, a.state
@@ -211,7 +214,7 @@ LEFT JOIN LATERAL (
 ) AS x ON true;
 
 COMMENT ON VIEW pgq.health IS
-    'Expired leases, live/dead tuples of pgq.jobs and pgq.job_history, NOTIFY queue usage, and the oldest transaction holding back vacuum.';
+    'Expired leases, live/dead tuples of pgq.jobs and pgq.job_history, NOTIFY queue usage, the oldest transaction holding back vacuum, and whether the workers'' VACUUM stands down for it.';
 
 -- Changes the settings (retention, worker staleness, size caps of enqueue and of results); NULL
 -- keeps a value.

@@ -79,7 +79,7 @@ GRANT EXECUTE ON FUNCTION
     pgq.claim, pgq.dequeue, pgq.next_due, pgq.promote_due, pgq.reap, pgq.renew, pgq.heartbeat, pgq.release,
     pgq.complete, pgq.complete_many, pgq.fail, pgq.fail_many,
     pgq.register_worker, pgq.worker_heartbeat, pgq.deregister_worker,
-    pgq.set_entrypoint, pgq.prune
+    pgq.set_entrypoint, pgq.prune, pgq.report_vacuum
 TO pgq_worker;
 -- A worker fires due schedules (dequeue and its upkeep loop) and registers its app's schedules
 -- at start (only for the entrypoints it serves).

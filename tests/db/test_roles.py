@@ -56,6 +56,7 @@ CALLS = {
     "deregister_worker": "SELECT pgq.deregister_worker('w')",
     "set_entrypoint": "SELECT pgq.set_entrypoint('roles', max_attempts => 3)",
     "prune": "SELECT pgq.prune()",
+    "report_vacuum": "SELECT pgq.report_vacuum(NULL)",
     "explain_job": "SELECT pgq.explain_job(0)",
     "describe_schema": "SELECT count(*) FROM pgq.describe_schema()",
     "fingerprint": "SELECT pgq.fingerprint()",
@@ -101,7 +102,7 @@ WORKER = ANYONE | {
     "claim", "dequeue", "next_due", "promote_due", "reap", "renew", "heartbeat", "release",
     "complete", "complete_many",
     "fail", "fail_many", "register_worker", "worker_heartbeat", "deregister_worker",
-    "set_entrypoint", "prune", "fire_schedules", "register_schedules",
+    "set_entrypoint", "prune", "fire_schedules", "register_schedules", "report_vacuum",
 }  # fmt: skip
 MONITOR = ANYONE | {
     "explain_job",

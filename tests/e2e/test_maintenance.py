@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
@@ -200,3 +201,34 @@ def test_a_worker_at_full_capacity_still_reaps_timed_out_jobs(
     worker.send(signal.SIGTERM)
     assert worker.wait() == 0, worker.log()
     assert "pgq.reap() every 1s" in worker.log()
+
+
+def test_vacuum_stands_down_while_a_transaction_holds_the_horizon(
+    db: Conn, start_worker: Start, pgq_dsn: str
+) -> None:
+    """A VACUUM that can remove nothing is not repeated until the holder lets go: pgq.health
+    names the holder meanwhile, and the next VACUUM after it ends cleans the table."""
+    health = "SELECT vacuum_held_by_pid FROM pgq.health"
+    db.execute("ALTER TABLE pgq.jobs SET (autovacuum_enabled = false)")
+    worker = start_worker(PGQ_VACUUM_INTERVAL="0.1")
+    with psycopg.connect(pgq_dsn) as holder:
+        holder.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        holder.execute("SELECT count(*) FROM pgq.entrypoints")  # holds its snapshot
+        pid = holder.info.backend_pid
+        first = enqueue(db, "async_job", [{}] * 300)
+        wait_for(lambda: finished(db, first), "the jobs to run")
+        wait_for(lambda: db.execute(health).fetchone() == (pid,), "VACUUM to stand down")
+        vacuums, dead, _ = vacuum_stats(db)
+        ids = enqueue(db, "async_job", [{}] * 2000)  # the table grows several times over
+        wait_for(lambda: finished(db, ids), "more jobs to run while the horizon is held")
+        assert vacuum_stats(db)[0] == vacuums and dead > 0  # no VACUUM while held
+        # ... but the table grew past twice what the planner knew of it: an ANALYZE told it.
+        analyzed = (
+            "SELECT analyze_count FROM pg_stat_user_tables WHERE relid = 'pgq.jobs'::regclass"
+        )
+        wait_for(lambda: count(db, analyzed) > 0, "an ANALYZE of the grown table")
+        holder.rollback()
+    wait_for(lambda: db.execute(health).fetchone() == (None,), "VACUUM to run again")
+    wait_for(lambda: vacuum_stats(db)[1] == 0, "a VACUUM that cleans the table")
+    worker.send(signal.SIGTERM)
+    assert worker.wait() == 0, worker.log()
