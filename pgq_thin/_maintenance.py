@@ -1,5 +1,10 @@
-"""A worker's upkeep loop: VACUUM the hot table every half second, pgq.prune() every minute,
-pgq.fire_schedules() every half second.
+"""A worker's upkeep loop: pgq.reap() every second, VACUUM the hot table every half second,
+pgq.prune() every minute, pgq.fire_schedules() every half second.
+
+Timeouts and lapsed leases are recorded by pgq.reap, which pgq.dequeue also runs; a worker at
+full capacity never dequeues, so one worker at a time (the holder of a session advisory lock
+on its own connection, as for VACUUM) also reaps on a short cadence: a hung job times out
+even when nobody claims.
 
 Finished jobs leave dead tuples in pgq.jobs, and the space the table and its indexes hold
 grows with the jobs run between two vacuums (bench/run.py --only churn). Autovacuum at its
@@ -40,7 +45,8 @@ from pgq_thin.errors import one_line
 log = logging.getLogger("pgq_thin.maintenance")
 
 APPLICATION_NAME = "pgq-thin maintenance"
-VACUUM_LOCK = (1886418288, 3)  # pgq's advisory key space: 1 install, 2 prune, 3 vacuum
+VACUUM_LOCK = (1886418288, 3)  # pgq's advisory key space: 1 install, 2 prune, 3 vacuum, 4 reap
+REAP_LOCK = (1886418288, 4)
 PRUNE_BATCH = 10_000
 
 TRY_LOCK = "SELECT pg_try_advisory_lock(%s, %s)"
@@ -72,6 +78,7 @@ FROM pg_catalog.pg_class AS c WHERE c.oid = 'pgq.jobs'::regclass
 """
 ANALYZE = "ANALYZE pgq.jobs"
 PRUNE = "SELECT pgq.prune(%s)"
+REAP = "SELECT pgq.reap()"
 FIRE = "SELECT pgq.fire_schedules(%s)"
 FIRE_INTERVAL = 0.5  # seconds: a tick fires at most this late while a worker runs
 FIRE_BATCH = 1000
@@ -88,19 +95,30 @@ Conn = psycopg.AsyncConnection[Any]
 
 
 class Maintenance:
-    """Runs VACUUM of pgq.jobs, pgq.prune() and pgq.fire_schedules() each on its interval."""
+    """Runs pgq.reap(), VACUUM of pgq.jobs, pgq.prune() and pgq.fire_schedules() each on its
+    interval (0 turns one off)."""
 
-    def __init__(self, dsn: str, settings: Settings) -> None:
+    def __init__(self, dsn: str, settings: Settings, *, session: bool = True) -> None:
         self.dsn = dsn
+        # Without a session (a transaction pooler) no session lock is held: every worker reaps
+        # (pgq.reap skips what another is reaping).
+        self._session = session
         self.intervals = {
+            "reap": settings.reap_interval,
             "vacuum": settings.vacuum_interval,
             "prune": settings.prune_interval,
             "schedules": FIRE_INTERVAL,
         }
-        self._tasks = {"vacuum": self._vacuum, "prune": self._prune, "schedules": self._fire}
+        self._tasks = {
+            "reap": self._reap,
+            "vacuum": self._vacuum,
+            "prune": self._prune,
+            "schedules": self._fire,
+        }
         self._conn: Conn | None = None
         self._checked = False  # whether this role may vacuum was looked up
         self._vacuumer = False  # holds the vacuum lock on the current connection
+        self._reaper = False  # holds the reap lock on the current connection
         self._held_by: tuple[int, str] | None = None  # (pid, xid) VACUUM stood down for
         self._reported = False  # whether pgq.vacuum_state says so (a past worker's may not)
         self._failing: set[str] = set()  # tasks whose last run failed (one warning each)
@@ -113,7 +131,7 @@ class Maintenance:
         if not self._enabled():
             return
         log.info(
-            "maintenance: VACUUM pgq.jobs every %s, pgq.prune() every %s, "
+            "maintenance: pgq.reap() every %s, VACUUM pgq.jobs every %s, pgq.prune() every %s, "
             "pgq.fire_schedules() every %s",
             *(f"{every:g}s" if every else "never" for every in self.intervals.values()),
         )
@@ -157,7 +175,7 @@ class Maintenance:
                 application_name=APPLICATION_NAME,
                 prepare_threshold=None,  # through a transaction pooler too (pgq_thin/_pools.py)
             )
-            self._vacuumer = False
+            self._vacuumer = self._reaper = False
         return self._conn
 
     async def _drop_connection(self) -> None:
@@ -215,6 +233,16 @@ class Maintenance:
             log.info("maintenance: the cleanup horizon moved on; VACUUM of pgq.jobs runs again")
         await conn.execute(REPORT_VACUUM, (None if holder is None else holder[0],))
         self._held_by, self._reported = holder, True
+
+    async def _reap(self, conn: Conn) -> None:
+        """pgq.reap() if this worker is the one that reaps (the others rely on it)."""
+        if not self._reaper and self._session:
+            self._reaper = bool(await _fetch(conn, TRY_LOCK, REAP_LOCK))
+            if not self._reaper:
+                return
+        reaped = await _fetch(conn, REAP)
+        if reaped:
+            log.debug("maintenance: reaped %d job(s)", reaped)
 
     async def _prune(self, conn: Conn) -> None:
         """pgq.prune() until it has nothing left (or another worker is pruning)."""

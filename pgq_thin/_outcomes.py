@@ -26,6 +26,9 @@ from pgq_thin.errors import one_line
 log = logging.getLogger("pgq_thin.worker")
 
 FLUSH_DELAY = 0.02  # seconds a completion may wait for others to share its write
+# Results longer than this (JSON characters) are written on their own: one the database
+# refuses (max_result_bytes) then costs a single round trip, not the batch's.
+ALONE = 256 * 1024
 # A value over a pgq size cap (a result over max_result_bytes): psycopg files SQLSTATE class 54
 # under OperationalError, but no retry can help.
 REFUSED = psycopg.errors.ProgramLimitExceeded
@@ -55,13 +58,14 @@ class Outcome:
     error: str = ""  # stored on the job
     summary: str = ""  # for the log line
     retryable: bool = True
+    claim_ended: str = ""  # how the claim ended before this outcome, if the worker knows
 
     @classmethod
     def success(cls, job: Job, result: Any, duration: float) -> Outcome:
-        """A completion, or a failure when the result is not JSON."""
+        """A completion, or a failure when the result is not JSON (the database checks its size)."""
         try:
             text = None if result is None else json.dumps(result)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             error = f"result is not JSON-serializable: {exc}"
             return cls.failure(job, duration, error, retryable=False)
         return cls(job, "complete", duration, result=text)
@@ -149,6 +153,11 @@ class OutcomeWriter:
 
     async def _write(self, batch: list[Outcome]) -> None:
         """One transaction for the batch; when the database refuses it, one by one."""
+        for outcome in [o for o in batch if o.result is not None and len(o.result) > ALONE]:
+            await self._write_one(outcome)
+            batch.remove(outcome)
+        if not batch:
+            return
         done = [o for o in batch if o.kind == "complete"]
         failed = [o for o in batch if o.kind == "fail"]
         released = [o for o in batch if o.kind == "release"]
@@ -238,7 +247,14 @@ class OutcomeWriter:
             # The worker's timeout and the reaper's lease check fall due together; whichever
             # writes first, the job is failed with 'timeout' and retried or dead-lettered.
             log.warning(
-                "job timed out (the reaper recorded it first) %s", kv(outcome.job, **fields)
+                "job timed out (the database recorded it first) %s",
+                kv(outcome.job, **fields, error=outcome.summary),
+            )
+        elif answer == "stale" and outcome.kind == "complete":
+            log.warning(
+                "job finished after its claim ended (%s): result discarded %s",
+                outcome.claim_ended or "its lease lapsed, or it was cancelled",
+                kv(outcome.job, **fields),
             )
         elif answer == "stale":
             if outcome.summary:

@@ -2,7 +2,7 @@
 
 A worker holds `Connections.count` connections (its budget):
 
-- `pool_size` pooled ones (PGQ_POOL_SIZE, default 3) for claims, heartbeats and outcomes, to
+- `pool_size` pooled ones (PGQ_POOL_SIZE, default 3) for claims and outcomes, to
   DATABASE_URL. They keep no session settings (the claim's `synchronous_commit` is local to
   its transaction) and no session locks, so a transaction pooler (PgBouncer's `pool_mode =
   transaction`) may run each transaction on another server connection. Whether DATABASE_URL
@@ -15,6 +15,8 @@ A worker holds `Connections.count` connections (its budget):
   PostgreSQL while claims go through the pooler; it must pass the same test), else to
   DATABASE_URL when it keeps a session. Without notifications (PGQ_LISTEN=off, or a
   transaction pooler and no PGQ_LISTEN_URL) the worker polls every POLL_ONLY seconds.
+- one for the heartbeat thread (pgq_thin/_liveness.py), to DATABASE_URL, without prepared
+  statements: leases are renewed even while the event loop is blocked.
 - one maintenance connection (VACUUM under a session advisory lock, pgq.prune) to the same
   session-keeping DSN; through a transaction pooler with no PGQ_LISTEN_URL the VACUUM is left
   to autovacuum (its one-worker-at-a-time lock needs a session), pruning stays.
@@ -294,7 +296,10 @@ class Connections:
         """The connections this worker holds, for the log."""
         s = self.settings
         prepared = "" if "prepare_threshold" in self.pool_kwargs else ", prepared statements"
-        parts = [f"{s.pool_size} pooled: claims, heartbeats, outcomes (DATABASE_URL{prepared})"]
+        parts = [
+            f"{s.pool_size} pooled: claims, outcomes (DATABASE_URL{prepared})",
+            "1 heartbeat thread (DATABASE_URL)",
+        ]
         if self.listening is not None:
             source = "PGQ_LISTEN_URL" if self.listening == s.listen_url else "DATABASE_URL"
             parts.append(f"1 LISTEN ({source})")
@@ -314,14 +319,14 @@ class Connections:
 
     @property
     def count(self) -> int:
-        """Connections held: the pool, LISTEN, maintenance."""
+        """Connections held: the pool, the heartbeat thread's, LISTEN, maintenance."""
         listen = self.listening is not None
-        return self.settings.pool_size + listen + self._maintains()
+        return self.settings.pool_size + 1 + listen + self._maintains()
 
     def _maintains(self) -> bool:
         """Whether the maintenance loop has anything to do (and so holds a connection)."""
         s = self._maintenance_settings()
-        return bool(s.vacuum_interval or s.prune_interval)
+        return bool(s.vacuum_interval or s.prune_interval or s.reap_interval)
 
     # --- running --------------------------------------------------------------------------
 
@@ -369,7 +374,9 @@ class Connections:
                 "lock needs a session, and DATABASE_URL does not keep one (set PGQ_LISTEN_URL "
                 "to a direct connection)"
             )
-        return Maintenance(self.session_dsn or self.dsn, settings)
+        return Maintenance(
+            self.session_dsn or self.dsn, settings, session=self.session_dsn is not None
+        )
 
     async def close(self) -> None:
         """Close the pool, and the LISTEN connection if `listen` never took it."""

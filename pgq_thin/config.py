@@ -31,8 +31,10 @@ class Settings:
     log_format: str = "text"
     log_jobs: str = "all"
     metrics_port: int | None = None
+    reap_interval: float = 1.0
     vacuum_interval: float = 0.5
     prune_interval: float = 60.0
+    exit_when_stuck: bool = True
     # Connection keys (pgq_thin/_pools.py: where each connection goes, how many).
     pool_size: int = 3
     listen: str = "auto"
@@ -99,6 +101,15 @@ def _port(raw: Value) -> int | None:
     return number
 
 
+def _bool(raw: Value) -> bool:
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
 def _text(raw: Value) -> str:
     if not isinstance(raw, str):
         raise ValueError("must be a string")
@@ -142,8 +153,10 @@ KEYS: dict[str, tuple[str, Callable[[Value], object]]] = {
     "log_format": ("PGQ_LOG_FORMAT", _choice("text", "json")),
     "log_jobs": ("PGQ_LOG_JOBS", _choice("all", "failures")),
     "metrics_port": ("PGQ_METRICS_PORT", _port),
+    "reap_interval": ("PGQ_REAP_INTERVAL", _non_negative_seconds),
     "vacuum_interval": ("PGQ_VACUUM_INTERVAL", _non_negative_seconds),
     "prune_interval": ("PGQ_PRUNE_INTERVAL", _non_negative_seconds),
+    "exit_when_stuck": ("PGQ_EXIT_WHEN_STUCK", _bool),
     "pool_size": ("PGQ_POOL_SIZE", _positive_int),
     "listen": ("PGQ_LISTEN", _listen),
     "listen_url": ("PGQ_LISTEN_URL", _text),
@@ -221,7 +234,7 @@ def load_settings(
             key = name.lower().replace("-", "_")
             if key not in KEYS:
                 raise PgqError(f"unknown key {name!r} in {source} (known: {', '.join(KEYS)})")
-            if not isinstance(raw, str | int | float):
+            if not isinstance(raw, str | int | float):  # a TOML boolean is an int
                 raise PgqError(f"invalid {key} (from {source}): must be a string or number")
             values[key] = _parse(key, raw, source)
 

@@ -9,7 +9,9 @@
   returned (``"queued"`` = retried, ``"failed"``, ``"cancelled"``, ``"stale"``), or
   ``"released"`` (shutdown) / ``"refused"``; ``timed_out`` when the handler ran out of time.
 
-Counters ``pgq_jobs_{started,succeeded,failed,retried,timed_out}_total{entrypoint}`` and the
+The gauge ``pgq_worker_stuck_slots`` counts slots held by plain ``def`` handlers still running
+after their job ended (a timeout they ignored): above 0 the worker is unhealthy. Counters
+``pgq_jobs_{started,succeeded,failed,retried,timed_out}_total{entrypoint}`` and the
 histogram ``pgq_job_run_seconds{entrypoint,outcome}`` count this process's jobs; the gauges
 ``pgq_queue_jobs{entrypoint,state}``, ``pgq_queue_oldest_waiting_seconds{entrypoint}`` and
 ``pgq_queue_paused{entrypoint}`` are read from pgq.queue_stats at each scrape, for the whole
@@ -34,7 +36,14 @@ from pgq_thin.errors import PgqError
 from pgq_thin.observer import JobObserver
 
 try:
-    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
+    from prometheus_client import (
+        REGISTRY,
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        Histogram,
+        start_http_server,
+    )
     from prometheus_client.core import GaugeMetricFamily, Metric
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise PgqError("metrics need prometheus-client: pip install 'pgq-thin[metrics]'") from exc
@@ -51,6 +60,10 @@ RUN_SECONDS = Histogram(
     "Handler run time by outcome.",
     ["entrypoint", "outcome"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+STUCK = Gauge(
+    "pgq_worker_stuck_slots",
+    "Slots held by plain def handlers still running after their job ended (0 = healthy).",
 )
 _COUNTED = {"succeeded": SUCCEEDED, "failed": FAILED, "queued": RETRIED}
 _OUTCOME_LABELS = {"queued": "retried"}
@@ -77,6 +90,10 @@ class PrometheusObserver(JobObserver):
     def started(self, job: Job) -> None:
         """Count the start."""
         job_started(job.entrypoint)
+
+    def stuck(self, slots: int) -> None:
+        """The worker's stuck slots: alert on anything above 0."""
+        STUCK.set(slots)
 
     def finished(self, outcome: Outcome, answer: str) -> None:
         """Count the outcome the database gave; 'timeout' is the error of a try out of time."""

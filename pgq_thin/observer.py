@@ -16,6 +16,10 @@ class JobObserver:
     def started(self, job: Job) -> None:
         """A claimed job's handler starts now."""
 
+    def stuck(self, slots: int) -> None:
+        """`slots` of the worker's slots are now held by `def` handler threads that outlived
+        their job (0 once they all returned)."""
+
     def finished(self, outcome: Outcome, answer: str) -> None:
         """The outcome is written; `answer` is the database's: 'succeeded', what pgq.fail
         returned ('queued' = retried, 'failed', 'cancelled', 'stale'), 'released' or 'refused'."""

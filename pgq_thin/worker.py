@@ -3,10 +3,14 @@
 Every state change is a pgq.* call. Loops on one asyncio event loop: claiming (pgq.claim
 sized to free capacity, woken by NOTIFY pgq_jobs, polling as the fallback), listening (a
 dedicated LISTEN connection, also for pgq_cancel; which connection goes where, and the wait
-for the database at start, are pgq_thin/_pools.py's), heartbeats (pgq.renew for every held
-job; the ids it no longer holds are stopped; the worker itself in pgq.workers) and the
-OutcomeWriter (batched, fenced writes). Each job runs as its own task (`async def` handlers
-are awaited in it, plain `def` ones on HandlerThreads); a claim is decoded in one go.
+for the database at start, are pgq_thin/_pools.py's) and the OutcomeWriter (batched, fenced
+writes). Two threads watch over it (_liveness): heartbeats (pgq.renew for every held job
+on a connection of their own, so a handler blocking the loop cannot cost the leases; the ids
+no longer held are stopped) and the stall detector. Each job runs as its own task (`async
+def` handlers are awaited in it, plain `def` ones on HandlerThreads); a claim is decoded in
+one go. Whatever a handler raises, returns or however long it runs, its attempt ends with an
+outcome; a `def` handler thread that outlives its job holds its slot and is reported as
+stuck, and a worker whose slots are all stuck exits for its supervisor to restart it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
+from types import FrameType
 from typing import Any, Literal
 
 import psycopg
@@ -29,8 +34,18 @@ import psycopg
 from pgq_thin import _schedules as schedules
 from pgq_thin import _tracing
 from pgq_thin._connection import describe
+from pgq_thin._liveness import (
+    DEREGISTER,
+    EXIT_STUCK,
+    REGISTER,
+    Beat,
+    Culprit,
+    Heartbeats,
+    Leases,
+    StallDetector,
+)
 from pgq_thin._logging import job_context
-from pgq_thin._outcomes import TIMEOUT, Outcome, OutcomeWriter
+from pgq_thin._outcomes import FAIL, TIMEOUT, Outcome, OutcomeWriter
 from pgq_thin._pools import Connections
 from pgq_thin._retry import TRANSIENT, Retry, kv
 from pgq_thin._threads import HandlerThreads, ThreadCall
@@ -46,26 +61,36 @@ APPLICATION_NAME = "pgq-thin worker"
 SHUTDOWN = "shutdown"
 CANCELLED = "cancelled"
 LEASE_LOST = "lease lost (cancelled, timed out or expired)"
+GONE = {  # why pgq.renew no longer holds a job -> why its handler is stopped
+    "cancelled": CANCELLED,
+    "timeout": "timed out (recorded by the database)",
+    "lost": "lease lapsed (recorded as worker lost)",
+    "finished": "finished elsewhere",
+}
+TIMEOUT_SWEEP = 0.05  # seconds between two checks of the held jobs' deadlines
+STUCK_AFTER = 1.0  # seconds a `def` handler may take to return once its job ended
+SHUTDOWN_STOP = 1.0  # seconds a handler asked to stop at shutdown has to do so
 Mode = Literal["forever", "drain"]
 
 SET_ENTRYPOINT = """
 SELECT pgq.set_entrypoint(%s, concurrency_limit => %s, max_attempts => %s, timeout => %s,
     backoff_base => %s, backoff_factor => %s::numeric, backoff_max => %s, jitter => %s::numeric)
 """
-REGISTER = "SELECT pgq.register_worker(%s, %s, %s, %s, %s, %s, %s)"
-WORKER_HEARTBEAT = "SELECT pgq.worker_heartbeat(%s)"
-DEREGISTER = "SELECT pgq.deregister_worker(%s)"
 # payload and headers come as text: a claim's JSON is decoded in one json.loads (see _jobs).
 # The claim commits without waiting for its WAL flush (set_config local to this statement's
 # transaction): a claim lost with a crashed server leaves its job queued, as if never claimed,
 # and the next completion's (synchronous) commit flushes it anyway. Saves ~0.4 ms a claim at idle.
+# The last column is the seconds left until timeout_at, by the database's clock (the worker's
+# may differ): the handler is stopped then, whatever set the timeout.
 DEQUEUE = """
 SELECT d.id, d.entrypoint, d.payload::text, d.headers::text, d.priority, d.attempt,
-       d.max_attempts, d.lease_token, d.lease_expires_at, d.enqueued_at, d.timeout_at
-FROM set_config('synchronous_commit', 'off', true) AS s, pgq.claim(%b, %b, %b, %b) AS d
+       d.max_attempts, d.lease_token, d.lease_expires_at, d.enqueued_at, d.timeout_at,
+       extract(epoch FROM d.timeout_at - t.now)::float8
+FROM set_config('synchronous_commit', 'off', true) AS s, pgq.now() AS t(now),
+     pgq.claim(%b, %b, %b, %b) AS d
 """
-# The jobs no longer held, and why ('cancelled', 'timeout', 'lost', 'finished').
-HEARTBEAT = "SELECT job_id, gone FROM pgq.renew(%s, %s, %s) WHERE gone IS NOT NULL"
+# Seconds until the earliest scheduled job (a delayed job, a retry in backoff) is due.
+NEXT_DUE = "SELECT extract(epoch FROM pgq.next_due(%b) - pgq.now())::float8"
 
 
 @dataclass(eq=False)
@@ -73,7 +98,10 @@ class _Held:
     """A claim this worker holds, from pgq.claim until its outcome is written."""
 
     job: Job
-    claimed_at: float  # loop.time() when pgq.claim was sent; timeouts count from it
+    claimed_at: float  # time.monotonic() when pgq.claim was sent; timeouts count from it
+    timeout_in: float | None  # seconds from the claim to the job's timeout_at (None: none)
+    started: float | None = None  # time.monotonic() when its handler was called
+    deadline: float | None = None  # time.monotonic() at which the job times out
     task: asyncio.Task[None] | None = None
     call: ThreadCall | None = None  # a `def` handler's, in its thread
     stop_reason: str | None = None
@@ -87,12 +115,13 @@ async def _wait(event: asyncio.Event, timeout: float | None) -> None:
             await event.wait()
 
 
-def _jobs(rows: list[tuple[Any, ...]]) -> list[Job]:
-    """Jobs from pgq.claim rows (as DEQUEUE selects them), decoding all their JSON at once."""
+def _jobs(rows: list[tuple[Any, ...]]) -> list[tuple[Job, float | None]]:
+    """Jobs from pgq.claim rows (as DEQUEUE selects them), decoding all their JSON at once,
+    each with the seconds left until its timeout_at."""
     texts = [row[2] for row in rows] + [row[3] for row in rows]
     docs = json.loads(f"[{','.join(texts)}]")
     n = len(rows)
-    return [Job(r[0], r[1], docs[i], docs[n + i], *r[4:]) for i, r in enumerate(rows)]
+    return [(Job(r[0], r[1], docs[i], docs[n + i], *r[4:11]), r[11]) for i, r in enumerate(rows)]
 
 
 def _seconds(value: float | None) -> timedelta | None:
@@ -142,20 +171,26 @@ class Worker:
         self._held: dict[uuid.UUID, _Held] = {}  # by lease token: one per claim
         self._cancel_notified: set[int] = set()
         self._busy = 0  # running handlers, plus threads still running after their job ended
+        self._stuck: dict[int, Job] = {}  # by id(_Held): jobs whose `def` handler outlived them
+        self._released: list[int] = []  # at shutdown
+        self._stopping = False  # shutting down: handlers still running are left to their leases
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
-        self._beat_now = asyncio.Event()
         self._stop = asyncio.Event()
+        beat = Beat(
+            self._leases, self._lost, self._fatal, self._registration, lambda: len(self._stuck)
+        )
+        self._heartbeats = Heartbeats(
+            self.dsn, self._db.kwargs, self.worker_id, settings.lease_duration, beat
+        )
+        self._stall = StallDetector(self._culprit, self._give_up)
         self._threads = HandlerThreads(settings.max_concurrent_jobs)
         self._pool = self._db.pool  # claims, heartbeats, outcomes
         self._outcomes = OutcomeWriter(self._pool, self._settled)
 
-    @property
-    def lingering_threads(self) -> int:
-        """Handler threads still running after their job ended (threads cannot be interrupted)."""
-        return self._busy
-
     def request_stop(self) -> None:
-        """Stop claiming; running jobs get the shutdown grace, then go back to the queue."""
+        """Stop claiming; running jobs get the shutdown grace, then are asked to stop: those
+        whose handler stops go back to the queue, the others keep their lease until it lapses."""
         self._stop.set()
         self._wake.set()
 
@@ -182,6 +217,7 @@ class Worker:
 
     async def run(self) -> int:
         """Serve until stopped; returns the exit status (0 after a clean shutdown)."""
+        self._loop = asyncio.get_running_loop()
         started = False
         try:
             started = await self._start()
@@ -192,9 +228,11 @@ class Worker:
             log.info("worker %s stopped before it started", self.worker_id)
             return self.exit_code
         self._banner()
+        self._heartbeats.start()
         background = [
             asyncio.create_task(self._db.listen(self._on_notify, self._caught_up), name="listener"),
-            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._stall.run(), name="stall detector"),
+            asyncio.create_task(self._enforce_timeouts(), name="timeouts"),
             asyncio.create_task(self._db.maintenance().run(), name="maintenance"),
         ]
         for task in background:
@@ -210,6 +248,7 @@ class Worker:
                 self._fatal("claiming failed")
             await self._shutdown(writer)
         finally:
+            await self._heartbeats.stop()
             for task in (*background, writer):
                 task.cancel()
             await asyncio.gather(*background, writer, return_exceptions=True)
@@ -275,7 +314,7 @@ class Worker:
             async with self._pool.connection() as conn:
                 await conn.execute(REGISTER, self._registration())
         except TRANSIENT:
-            self._beat_now.set()
+            self._heartbeats.poke()
         except psycopg.errors.UndefinedFunction as exc:
             raise PgqError(
                 f"the pgq schema in {describe(self.dsn)} is older than this worker: "
@@ -305,7 +344,7 @@ class Worker:
                 continue
             idle = not self._held
             want = min(free, self.settings.batch_size)
-            claimed_at = asyncio.get_running_loop().time()
+            claimed_at = time.monotonic()
             try:
                 async with self._pool.connection() as conn:
                     cur = await conn.execute(
@@ -320,17 +359,43 @@ class Worker:
             except psycopg.Error as exc:
                 raise PgqError(f"pgq.claim failed: {exc.diag.message_primary or exc}") from exc
             retry.reset()
-            for job in jobs:
-                self._dispatch(job, claimed_at)
+            for job, timeout_in in jobs:
+                self._dispatch(job, claimed_at, timeout_in)
             if len(jobs) == want:
                 continue
             if self.mode == "drain" and idle and not jobs:
                 log.info("drained: no job is claimable for %s", ",".join(self._names))
                 return
-            await _wait(self._wake, self.settings.poll_interval)
+            await _wait(self._wake, await self._until_due(bool(jobs)))
 
-    def _dispatch(self, job: Job, claimed_at: float) -> None:
-        held = _Held(job, claimed_at)
+    async def _until_due(self, claimed: bool) -> float:
+        """How long to sleep: until the earliest scheduled job is due (a delayed job, a retry
+        in backoff: nothing announces those), or the poll interval, whichever is sooner."""
+        poll = self.settings.poll_interval
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(NEXT_DUE, (self._names,), binary=True)
+                row = await cur.fetchone()
+        except psycopg.Error:
+            return poll  # the next claim reports what is wrong
+        due: float | None = row[0] if row else None
+        if due is None:
+            return poll
+        if due <= 0:  # due already: claim again, unless that claimed nothing (paused, limited)
+            return 0.0 if claimed else poll
+        return min(poll, due)
+
+    async def _enforce_timeouts(self) -> None:
+        """Stop each handler at its job's deadline. A sweep of the held jobs every TIMEOUT_SWEEP
+        seconds costs less than a timer per job (most jobs end long before their timeout)."""
+        while True:
+            await asyncio.sleep(TIMEOUT_SWEEP)
+            now = time.monotonic()
+            for held in [h for h in self._held.values() if h.deadline and h.deadline <= now]:
+                self._stop_job(held, TIMEOUT)
+
+    def _dispatch(self, job: Job, claimed_at: float, timeout_in: float | None) -> None:
+        held = _Held(job, claimed_at, timeout_in)
         self._held[job.lease_token] = held
         self._busy += 1
         held.task = asyncio.create_task(self._run_job(held), name=f"job {job.id}")
@@ -359,28 +424,43 @@ class Worker:
             return Outcome.failure(
                 job, 0.0, f"unknown entrypoint {job.entrypoint!r}", retryable=False
             )
+        # Whatever set it: the decorator, JOB_TIMEOUT, or the entrypoint's policy in SQL.
         timeout = entry.timeout if entry.timeout is not None else self.settings.job_timeout
-        scope = asyncio.timeout_at(held.claimed_at + timeout) if timeout else None
-        started = time.monotonic()
+        limit = held.timeout_in
+        if timeout and (limit is None or timeout < limit):
+            limit = timeout
+        started = held.started = time.monotonic()
+        if limit is not None:  # _enforce_timeouts stops the handler then
+            held.deadline = held.claimed_at + max(0.0, limit)
         try:
-            if scope is None:  # no timeout: no scope to enter and leave for every job
-                result = await self._call(held, entry)
-            else:
-                async with scope:
-                    result = await self._call(held, entry)
-        except asyncio.CancelledError:
-            if held.stop_reason is None:
-                raise
-            if held.stop_reason == SHUTDOWN:
-                return Outcome(job, "release", time.monotonic() - started)
-            return Outcome.failure(job, time.monotonic() - started, held.stop_reason)
+            result = await self._call(held, entry)
+        except asyncio.CancelledError as exc:
+            took = time.monotonic() - started
+            if held.stop_reason is not None:
+                return self._stopped(held, took)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the worker itself is being torn down
+            # Not asked for: the handler awaited something cancelled elsewhere.
+            return Outcome.exception(job, took, exc, entry.is_retryable(exc))
         except BaseException as exc:  # whatever a handler does, the worker carries on
             took = time.monotonic() - started
-            if isinstance(exc, TimeoutError) and scope is not None and scope.expired():
-                job.stop_requested.set()
-                return Outcome.failure(job, took, TIMEOUT, f"timeout after {timeout:g}s")
+            if held.stop_reason is not None:
+                return self._stopped(held, took)
             return Outcome.exception(job, took, exc, entry.is_retryable(exc))
-        return Outcome.success(job, result, time.monotonic() - started)
+        took = time.monotonic() - started
+        if held.stop_reason is not None:  # a `def` handler that returned once asked to stop
+            return self._stopped(held, took)
+        return Outcome.success(job, result, took)
+
+    @staticmethod
+    def _stopped(held: _Held, took: float) -> Outcome:
+        """A handler stopped by the worker: released at shutdown, else failed with the reason."""
+        if held.stop_reason == SHUTDOWN:
+            return Outcome(held.job, "release", took)
+        if held.stop_reason == TIMEOUT:
+            return Outcome.failure(held.job, took, TIMEOUT, _timed_out(held))
+        return Outcome.failure(held.job, took, held.stop_reason or "")
 
     async def _call(self, held: _Held, entry: Entrypoint) -> Any:
         if entry.is_async:
@@ -390,44 +470,127 @@ class Worker:
 
     def _end_job(self, held: _Held) -> None:
         """Free the job's slot, once its thread (if any) has returned too."""
-        if held.call is None or not held.call.still_running():
+        call = held.call
+        if call is None or not call.still_running():
             self._free_slot()
             return
-        log.warning("handler thread of job %d still running; its slot stays taken", held.job.id)
         loop = asyncio.get_running_loop()
-        held.call.thread.add_done_callback(lambda _: loop.call_soon_threadsafe(self._free_slot))
+        call.thread.add_done_callback(lambda _: _call_soon(loop, self._thread_returned, held))
+        loop.call_later(STUCK_AFTER, self._check_stuck, held)
+
+    def _check_stuck(self, held: _Held) -> None:
+        """A `def` handler still running STUCK_AFTER seconds after its job ended is stuck."""
+        if held.call is None or held.call.thread.done() or self._stopping:
+            return
+        self._stuck[id(held)] = held.job
+        n, slots = len(self._stuck), self.settings.max_concurrent_jobs
+        log.error(
+            "handler thread of job %d (entrypoint %s) still running %gs after its job ended "
+            "(%s): it holds a slot until it returns; %d of %d slot(s) stuck. A plain `def` "
+            "handler cannot be interrupted: return when job.cancelled is set",
+            held.job.id, held.job.entrypoint, STUCK_AFTER, held.stop_reason or TIMEOUT, n, slots,
+        )  # fmt: skip
+        self._observer.stuck(n)
+        self._heartbeats.poke()  # pgq.workers shows it unhealthy now
+        if n >= slots and self.settings.exit_when_stuck:
+            log.error(
+                "every slot is held by a stuck handler thread: the worker exits (status %d) "
+                "for its supervisor to start it again (PGQ_EXIT_WHEN_STUCK=false keeps it)",
+                EXIT_STUCK,
+            )
+            self.exit_code = EXIT_STUCK
+            self.request_stop()
+
+    def _thread_returned(self, held: _Held) -> None:
+        if self._stuck.pop(id(held), None) is not None:
+            log.warning("stuck handler thread of job %d returned; its slot is free", held.job.id)
+            self._observer.stuck(len(self._stuck))
+            self._heartbeats.poke()
+        self._free_slot()
 
     def _free_slot(self) -> None:
         self._busy -= 1
         self._wake.set()
 
     def _stop_job(self, held: _Held, reason: str) -> None:
-        if held.task is None or held.task.done() or held.reported:
+        """Ask the handler to stop: an `async def` one is cancelled, a `def` one told so (it
+        cannot be interrupted); its job ends now unless the worker is shutting down."""
+        if held.task is None or held.task.done() or held.reported or held.stop_reason:
             return
         log.info("job stopping %s", kv(held.job, reason=reason))
         held.stop_reason = reason
         held.job.stop_requested.set()
-        held.task.cancel()
+        if held.call is None or reason != SHUTDOWN:
+            held.task.cancel()
 
     def _report(self, held: _Held, outcome: Outcome) -> None:
+        if held.stop_reason is not None:
+            outcome.claim_ended = held.stop_reason
+        elif held.deadline is not None and time.monotonic() >= held.deadline:
+            at = held.job.timeout_at or _wall(held.deadline)
+            outcome.claim_ended = f"timed out at {at.isoformat(sep=' ', timespec='milliseconds')}"
         if not held.reported:
             held.reported = True
             self._outcomes.add(outcome)
+            if outcome.kind == "release":
+                self._released.append(held.job.id)
 
     def _settled(self, outcome: Outcome, answer: str) -> None:
         """The outcome is written (or refused): the claim is over."""
         self._observer.finished(outcome, answer)
         self._tracing.settled(outcome, answer)
         self._held.pop(outcome.job.lease_token, None)
+        self._cancel_notified.discard(outcome.job.id)
         if not self._held:
             self._wake.set()  # drain mode may be done
 
-    # --- listening and heartbeats ---------------------------------------------------------
+    # --- what the watching threads ask ----------------------------------------------------
+
+    def _leases(self) -> Leases:
+        """Off the loop: the held claims (a dict's copy is atomic, its iteration is not)."""
+        return [(h.job.id, h.job.lease_token) for h in self._held.copy().values()]
+
+    def _lost(self, leases: Leases, lost: dict[int, str]) -> None:
+        """pgq.renew no longer holds these: stop their handlers (cancelled, timed out...)."""
+        for job_id, token in leases:
+            held = self._held.get(token)
+            if held is not None and job_id in lost:
+                gone = "cancelled" if job_id in self._cancel_notified else lost[job_id]
+                self._stop_job(held, GONE.get(gone, LEASE_LOST))
+
+    def _culprit(self, frame: FrameType | None) -> Culprit:
+        """Off the loop, while it is blocked: the job whose handler runs on it, and where."""
+        where = ""
+        if frame is not None:
+            code = frame.f_code
+            where = f" at {os.path.basename(code.co_filename)}:{frame.f_lineno} in {code.co_name}"
+        task = asyncio.current_task(self._loop) if self._loop is not None else None
+        for held in self._held.copy().values():
+            if held.task is task and task is not None:
+                job = held.job
+                what = f"the handler of job {job.id} (entrypoint {job.entrypoint}){where}"
+                return Culprit(what, held.deadline, (job.id, job.lease_token))
+        name = f"the worker's {task.get_name()}" if task is not None else "a worker callback"
+        return Culprit(f"{name}{where} (or `def` handler threads busy in Python, holding the GIL)")
+
+    def _give_up(self, culprit: Culprit, blocked: float) -> None:
+        """Off the loop, before the process ends: fail the job whose handler blocks the loop
+        (saying so), and deregister, so that pgq.reap sees this worker's other jobs as lost."""
+        with (
+            contextlib.suppress(psycopg.Error),
+            psycopg.connect(self.dsn, **{**self._db.kwargs, "connect_timeout": 3}) as conn,
+        ):
+            if culprit.lease is not None:
+                error = f"{TIMEOUT}: its handler blocked the event loop for {blocked:.1f}s"
+                conn.execute(FAIL, (*culprit.lease, error, True))
+            conn.execute(DEREGISTER, (self.worker_id,))
+
+    # --- listening ------------------------------------------------------------------------
 
     def _caught_up(self) -> None:
         """Listening (again): claim and beat at once, for what was sent while not listening."""
         self._wake.set()
-        self._beat_now.set()
+        self._heartbeats.poke()
 
     def _on_notify(self, channel: str, payload: str) -> None:
         if channel == "pgq_jobs" and payload in self.app.entrypoints:
@@ -436,45 +599,14 @@ class Worker:
             job_id = int(payload)
             if any(h.job.id == job_id for h in self._held.values()):
                 self._cancel_notified.add(job_id)
-                self._beat_now.set()  # the heartbeat confirms it before anything is stopped
-
-    async def _heartbeat_loop(self) -> None:
-        """Every third of a lease: the worker's own heartbeat, then its jobs' leases."""
-        retry = Retry()
-        while True:
-            await _wait(self._beat_now, self.settings.lease_duration / 3)
-            self._beat_now.clear()
-            held = list(self._held.values())
-            ids = [h.job.id for h in held]
-            tokens = [h.job.lease_token for h in held]
-            lost: dict[int, str] = {}
-            try:
-                async with self._pool.connection() as conn:
-                    cur = await conn.execute(WORKER_HEARTBEAT, (self.worker_id,))
-                    if await cur.fetchone() != (True,):  # forgotten (pruned): announce again
-                        await conn.execute(REGISTER, self._registration())
-                    if held:
-                        cur = await conn.execute(HEARTBEAT, (ids, tokens, self._lease))
-                        lost = dict(await cur.fetchall())
-            except TRANSIENT as exc:
-                delay = retry.next()
-                log.warning("heartbeat failed: %s; retrying in %gs", one_line(exc), delay)
-                await asyncio.sleep(delay)
-                self._beat_now.set()
-                continue
-            except psycopg.Error as exc:
-                raise PgqError(f"pgq.renew failed: {exc.diag.message_primary or exc}") from exc
-            retry.reset()
-            for h in held:
-                if h.job.id in lost:
-                    cancelled = lost[h.job.id] == "cancelled" or h.job.id in self._cancel_notified
-                    self._stop_job(h, CANCELLED if cancelled else LEASE_LOST)
-            self._cancel_notified.intersection_update(h.job.id for h in self._held.values())
+                self._heartbeats.poke()  # the heartbeat confirms it before anything is stopped
 
     # --- shutdown -------------------------------------------------------------------------
 
     async def _shutdown(self, writer: asyncio.Task[None]) -> None:
-        """Let running jobs finish within the grace period, release the rest, write everything."""
+        """Let running jobs finish within the grace period, then stop them; release those whose
+        handler stopped, and leave those whose handler still runs to their leases (a job is
+        never handed to another worker while its handler runs here)."""
         running = self._running()
         if running:
             grace = self.settings.shutdown_grace
@@ -484,9 +616,17 @@ class Worker:
                 self._stop_job(held, SHUTDOWN)
             late = [h.task for h in self._running() if h.task]
             if late:
-                await asyncio.wait(late, timeout=1.0)
-            for held in self._running():  # handlers that ignored cancellation
-                self._report(held, Outcome(held.job, "release"))
+                await asyncio.wait(late, timeout=SHUTDOWN_STOP)
+        self._stopping = True
+        left = self._running()
+        for held in left:
+            held.reported = True  # nothing will be: the lease runs out, pgq.reap retries it
+        if left:
+            log.warning(
+                "shutdown: released job(s) %s back to the queue; left job(s) %s to their "
+                "leases, as their handlers still run (they run again once the lease lapses)",
+                _ids(self._released), _ids(h.job.id for h in left),
+            )  # fmt: skip
         self._outcomes.close()
         try:
             await asyncio.wait_for(asyncio.shield(writer), max(self.settings.shutdown_grace, 5.0))
@@ -497,7 +637,37 @@ class Worker:
                 len(self._outcomes),
             )
             self.exit_code = 1
+        await self._heartbeats.stop()
         with contextlib.suppress(psycopg.Error, TimeoutError):
             async with asyncio.timeout(5.0), self._pool.connection() as conn:
                 await conn.execute(DEREGISTER, (self.worker_id,))
         log.info("worker %s stopped", self.worker_id)
+
+
+def _timed_out(held: _Held) -> str:
+    """The log's account of a timeout; a handler that barely ran had waited for its slot."""
+    timeout = (held.deadline or held.claimed_at) - held.claimed_at
+    text = f"timeout after {timeout:g}s"
+    waited = (held.started or held.claimed_at) - held.claimed_at
+    if waited >= timeout:
+        text += (
+            f", before its handler could run (the loop reached it {waited:.3f}s after the claim)"
+        )
+    elif waited > timeout / 2:
+        text += f" (its handler started {waited:.3f}s after the claim)"
+    return text
+
+
+def _wall(moment: float) -> datetime:
+    """A time.monotonic() moment as local wall-clock time."""
+    return datetime.now().astimezone() + timedelta(seconds=moment - time.monotonic())
+
+
+def _ids(ids: Any) -> str:
+    return ",".join(map(str, ids)) or "none"
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, func: Any, *args: Any) -> None:
+    """From another thread; a closed loop means nobody is waiting any more."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(func, *args)

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
@@ -63,6 +64,10 @@ SETTING_FLAGS = {
         "PORT",
         "Serve Prometheus /metrics on this port (needs pgq-thin[metrics]; none = off).",
     ),
+    "reap_interval": (
+        "SECONDS",
+        "How often one worker runs pgq.reap() (timeouts, lapsed leases) even when none claims.",
+    ),
     "vacuum_interval": (
         "SECONDS",
         "How often one worker VACUUMs the hot table pgq.jobs (0 = leave it to autovacuum).",
@@ -70,6 +75,10 @@ SETTING_FLAGS = {
     "prune_interval": (
         "SECONDS",
         "How often pgq.prune() removes history older than the retention (0 = never).",
+    ),
+    "exit_when_stuck": (
+        "BOOL",
+        "Exit (status 70) when every slot is held by a `def` handler that outlived its job.",
     ),
     "pool_size": (
         "N",
@@ -170,8 +179,8 @@ def _expect_app(value: object) -> App:
 @clear_errors
 def run(factory: str, mode: str, config_path: str | None, **flags: str | None) -> None:
     """Serve the App that MODULE:FACTORY gives (a function, sync or async, or an async
-    context manager) until SIGINT/SIGTERM: running jobs get the shutdown grace, then go
-    back to the queue. A second signal exits at once.
+    context manager) until SIGINT/SIGTERM: running jobs get the shutdown grace, then those
+    whose handler stops go back to the queue. A second signal exits at once.
 
     Settings, highest first: flags, environment variables, the config file, defaults.
     """
@@ -179,23 +188,26 @@ def run(factory: str, mode: str, config_path: str | None, **flags: str | None) -
     _logging.setup(settings.log_level, settings.log_format, settings.log_jobs)
     target = load_target(factory)
 
-    async def serve(observer: JobObserver | None) -> tuple[int, int]:
+    async def serve(observer: JobObserver | None) -> int:
         async with open_app(target) as app:
             worker = Worker(
                 app, settings, mode="drain" if mode == "drain" else "forever", observer=observer
             )
             _logging.set_worker_id(worker.worker_id)
             worker.install_signal_handlers()
-            return await worker.run(), worker.lingering_threads
+            return await worker.run()
 
     with metrics_endpoint(settings) as observer:
-        code, lingering = asyncio.run(serve(observer))
+        code = asyncio.run(serve(observer))
+    # Handler threads, and threads a handler started, cannot be interrupted: don't wait.
+    lingering = [t.name for t in threading.enumerate() if t.is_alive() and not t.daemon]
+    lingering.remove(threading.current_thread().name)
     if lingering:
         logging.getLogger("pgq_thin.worker").warning(
-            "exiting with %d handler thread(s) still running", lingering
+            "exiting with %d thread(s) still running: %s", len(lingering), ", ".join(lingering)
         )
         logging.shutdown()
-        os._exit(code)  # threads cannot be interrupted; don't wait for them
+        os._exit(code)
     sys.exit(code)
 
 

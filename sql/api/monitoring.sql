@@ -109,7 +109,8 @@ ORDER BY h.finished_at DESC, h.id DESC;
 
 COMMENT ON VIEW pgq.failed_jobs IS 'Dead-lettered jobs kept in history, most recent first (pgq.retry(id) re-queues one).';
 
--- Registered workers with their running jobs: alive, stale (no heartbeat within
+-- Registered workers with their running jobs: alive, unhealthy (alive, but some of its slots are
+-- held by handlers that outlived their job), stale (no heartbeat within
 -- pgq.settings.worker_stale_after; their jobs are reaped when the leases expire), or
 -- unregistered (holds running jobs under a worker_id that never registered).
 CREATE OR REPLACE VIEW pgq.workers AS
@@ -117,6 +118,7 @@ SELECT coalesce(w.worker_id, r.worker_id) AS worker_id,
        CASE
            WHEN w.worker_id IS NULL THEN 'unregistered'
            WHEN w.heartbeat_at < pgq.now() - (SELECT s.worker_stale_after FROM pgq.settings AS s) THEN 'stale'
+           WHEN w.stuck_slots > 0 THEN 'unhealthy'
            ELSE 'alive'
        END AS status,
        coalesce(r.running, 0) AS running,
@@ -127,7 +129,8 @@ SELECT coalesce(w.worker_id, r.worker_id) AS worker_id,
        w.pid,
        w.version,
        w.started_at,
-       w.heartbeat_at
+       w.heartbeat_at,
+       w.stuck_slots
 FROM pgq.worker_registry AS w
 FULL JOIN (
     SELECT j.worker_id, count(*) AS running
@@ -138,7 +141,7 @@ FULL JOIN (
 ORDER BY 1;
 
 COMMENT ON VIEW pgq.workers IS
-    'Registered workers (alive or stale) and unregistered holders of running jobs, with their running count and the connections each holds.';
+    'Registered workers (alive, unhealthy or stale) and unregistered holders of running jobs, with their running count, the connections each holds and its stuck slots.';
 
 -- Per minute and entrypoint over the last hour (the current minute included): outcomes, retries,
 -- and p50/p95 of wait (enqueued to last start) and run (last start to finish) times. The window's
@@ -293,21 +296,24 @@ $$;
 COMMENT ON FUNCTION pgq.register_worker(text, text[], integer, text, integer, text, integer) IS
     'Registers a worker (hostname, pid, entrypoints, concurrency, version, connections held) in pgq.workers; idempotent.';
 
--- Records that a worker is alive; false when it is not registered (register it again).
-CREATE OR REPLACE FUNCTION pgq.worker_heartbeat(worker_id text) RETURNS boolean
+-- Records that a worker is alive, with how many of its slots are stuck (held by handlers that
+-- outlived their job); false when it is not registered (register it again).
+CREATE OR REPLACE FUNCTION pgq.worker_heartbeat(worker_id text, stuck_slots integer DEFAULT 0)
+RETURNS boolean
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pgq, pg_temp
 SECURITY DEFINER
 AS $$
     WITH beat AS (
-        UPDATE pgq.worker_registry AS w SET heartbeat_at = pgq.now()
+        UPDATE pgq.worker_registry AS w
+        SET heartbeat_at = pgq.now(), stuck_slots = greatest(coalesce(worker_heartbeat.stuck_slots, 0), 0)
         WHERE w.worker_id = worker_heartbeat.worker_id
         RETURNING 1
     )
     SELECT EXISTS (SELECT FROM beat)
 $$;
-COMMENT ON FUNCTION pgq.worker_heartbeat(text) IS
-    'Marks a registered worker alive now; false if it is not registered (call pgq.register_worker again).';
+COMMENT ON FUNCTION pgq.worker_heartbeat(text, integer) IS
+    'Marks a registered worker alive now, with its stuck slots (0 = healthy); false if it is not registered (call pgq.register_worker again).';
 
 -- Removes a worker from the registry on a clean exit (its jobs should be finished or released first).
 CREATE OR REPLACE FUNCTION pgq.deregister_worker(worker_id text) RETURNS boolean

@@ -5,6 +5,7 @@ The fixtures `db` and `start_worker` built on these live in tests/e2e/conftest.p
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -107,3 +108,70 @@ def starts(conn: Conn, job_ids: list[int] | None = None) -> int:
     return count(
         conn, "SELECT count(*) FROM events WHERE event = 'start' AND job_id = ANY(%s)", job_ids
     )
+
+
+def runs(conn: Conn) -> dict[int, list[list[Any]]]:
+    """job id -> its runs from `events`, by start: [attempt, started, ended or None, pid]."""
+    found: dict[int, list[list[Any]]] = {}
+    rows = conn.execute("SELECT job_id, attempt, event, at, pid FROM events ORDER BY at")
+    for job_id, attempt, event, at, pid in rows:
+        if event == "start":
+            found.setdefault(job_id, []).append([attempt, at, None, pid])
+            continue
+        for run in reversed(found.get(job_id, [])):
+            if run[0] == attempt and run[3] == pid and run[2] is None:
+                run[2] = at
+                break
+    return found
+
+
+def audit(conn: Conn, ids: list[int], workers: list[WorkerProcess]) -> dict[str, list[int]]:
+    """For every job of `ids` that should have succeeded: which were lost (not succeeded),
+    ran more than once without a fault to explain it, or ran twice at once.
+
+    A run before the last is explained when it never ended (stopped, released, killed) or its
+    worker exited with an error (it died, or gave up on a handler); one that ended on a healthy
+    worker is not. Two runs overlap when one started while an earlier one went on (it ended
+    later, or never ended and its worker is still alive)."""
+    done = history(conn)
+    alive = {w.proc.pid for w in workers if w.proc.poll() is None}
+    healthy = {w.proc.pid for w in workers if w.proc.returncode in (0, None)}
+    found = runs(conn)
+    report: dict[str, list[int]] = {"lost": [], "more_than_once": [], "overlapping": []}
+    for job_id in ids:
+        if job_id not in done or done[job_id][0] != "succeeded":
+            report["lost"].append(job_id)
+            continue
+        job_runs = found.get(job_id, [])
+        if any(run[2] is not None and run[3] in healthy for run in job_runs[:-1]):
+            report["more_than_once"].append(job_id)
+        for earlier, later in itertools.pairwise(job_runs):
+            still = earlier[2] is None and earlier[3] in alive
+            if still or (earlier[2] is not None and earlier[2] > later[1]):
+                report["overlapping"].append(job_id)
+                break
+    return report
+
+
+CLEAN: dict[str, list[int]] = {"lost": [], "more_than_once": [], "overlapping": []}
+
+
+def supervise(
+    start: Start, done: Callable[[], bool], *args: str, restarts: int = 6, **env: Any
+) -> list[WorkerProcess]:
+    """Run a worker until `done()`, starting it again whenever it exits (as a supervisor
+    would); then stop the last one. Returns every worker started."""
+    workers = [start(*args, **env)]
+    deadline = time.monotonic() + 60
+    while not done():
+        if workers[-1].proc.poll() is not None:
+            if len(workers) > restarts:
+                pytest.fail(f"worker exited {len(workers)} times; last log:\n{workers[-1].log()}")
+            workers.append(start(*args, **env))
+        if time.monotonic() > deadline:
+            pytest.fail(f"jobs not done after 60s; last log:\n{workers[-1].log()}")
+        time.sleep(0.05)
+    if workers[-1].proc.poll() is None:
+        workers[-1].send(signal.SIGTERM)
+        workers[-1].wait()
+    return workers

@@ -116,10 +116,11 @@ def test_the_worker_vacuums_the_hot_table(db: Conn, start_worker: Start, vacuum:
         vacuums_before = vacuum_stats(db)[0]
         wait_for(lambda ids=ids: finished(db, ids), "the round's jobs to finish")
         high_water.append(heap_pages(db))
-        if vacuum:
+        if vacuum:  # vacuumed since the round began, and no more than the threshold left
+            # (a VACUUM mid-round may leave fewer dead tuples than are worth another one)
             wait_for(
-                lambda n=vacuums_before: (s := vacuum_stats(db))[0] > n and s[1] == 0,
-                "a VACUUM after the round",
+                lambda n=vacuums_before: (s := vacuum_stats(db))[0] > n and s[1] <= 100,
+                "a VACUUM in the round",
             )
         ids = enqueue(db, "async_job", [{}] * 500)
     worker.send(signal.SIGTERM)
@@ -180,6 +181,26 @@ def test_interval_settings(tmp_path: Path) -> None:
     assert (settings.vacuum_interval, settings.prune_interval) == (0.0, 0.5)
     with pytest.raises(PgqError, match="invalid vacuum_interval '-1'"):
         load_settings({"vacuum_interval": "-1"}, env={}, cwd=tmp_path)
+
+
+def test_a_worker_at_full_capacity_still_reaps_timed_out_jobs(
+    db: Conn, start_worker: Start
+) -> None:
+    # The worker's one slot is busy, so it never dequeues (which reaps too); a job claimed
+    # elsewhere and left running past its timeout is still timed out, by maintenance.
+    [busy] = enqueue(db, "async_job", [{"sleep": 60}])
+    worker = start_worker(MAX_CONCURRENT_JOBS="1")
+    wait_for(lambda: count(db, "SELECT count(*) FROM events") == 1, "the worker to be busy")
+    db.execute("SELECT pgq.set_entrypoint('elsewhere', timeout => '0.5 s', max_attempts => 1)")
+    [hung] = enqueue(db, "elsewhere", [{}])
+    assert count(db, "SELECT count(*) FROM pgq.dequeue('{elsewhere}', 1, 'psql')") == 1
+    wait_for(lambda: finished(db, [hung]), "the hung job to be reaped")
+    row = db.execute("SELECT state, error FROM pgq.job_history WHERE id = %s", (hung,)).fetchone()
+    assert row is not None and row[0] == "failed" and row[1].startswith("timeout")
+    assert not finished(db, [busy])
+    worker.send(signal.SIGTERM)
+    assert worker.wait() == 0, worker.log()
+    assert "pgq.reap() every 1s" in worker.log()
 
 
 def test_vacuum_stands_down_while_a_transaction_holds_the_horizon(

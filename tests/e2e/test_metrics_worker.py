@@ -115,3 +115,18 @@ def test_metrics_port_setting(tmp_path: Path) -> None:
     for bad in ("0", "70000", "http"):
         with pytest.raises(PgqError, match="invalid metrics_port"):
             load_settings({"metrics_port": bad}, env={}, cwd=tmp_path)
+
+
+def test_stuck_slots_gauge(db: Conn, start_worker: Start) -> None:
+    port = free_port()
+    policy = {"hostile_sync": {"max_attempts": 1, "timeout": 0.3}}
+    worker = start_worker("--metrics-port", str(port), policy=policy)
+    assert wait_for(lambda: scrape(port), "/metrics to answer")[("pgq_worker_stuck_slots", ())] == 0
+    enqueue(db, "hostile_sync", [{"do": "busy"}])  # never returns, ignores job.cancelled
+    wait_for(
+        lambda: (scrape(port) or {}).get(("pgq_worker_stuck_slots", ())) == 1,
+        "the gauge to count the stuck slot",
+    )
+    worker.send(signal.SIGTERM)
+    assert worker.wait() == 0, worker.log()
+    assert "exiting with 1 thread(s) still running: pgq-handler" in worker.log()

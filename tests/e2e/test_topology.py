@@ -79,15 +79,15 @@ def test_behind_pgbouncer_with_a_direct_listen_url_jobs_run_once_and_arrive_by_n
         PGQ_BATCH_SIZE="10",  # 60+ claims: psycopg would have prepared the statement by now
     )  # fmt: skip
     wait_for(lambda: done(pgq_conn, ids), "600 jobs through PgBouncer", 90)
-    assert connections(pgq_conn) == [5]
+    assert connections(pgq_conn) == [6]
     late = enqueue_when_idle(pgq_conn, worker)
     wait_for(lambda: done(pgq_conn, late), f"the job enqueued while idle (poll {IDLE_POLL}s)", 20)
     assert_ran_once(pgq_conn, ids + late)
     stop(worker)
     log = worker.log()
-    assert "1 LISTEN (PGQ_LISTEN_URL), 1 maintenance (PGQ_LISTEN_URL): 5 in all" in log
+    assert "1 LISTEN (PGQ_LISTEN_URL), 1 maintenance (PGQ_LISTEN_URL): 6 in all" in log
     # Prepared statements (they save planning each claim) only where the session is kept.
-    prepared = "outcomes (DATABASE_URL, prepared statements), 1 LISTEN" in log
+    prepared = "outcomes (DATABASE_URL, prepared statements), 1 heartbeat" in log
     assert prepared == (pool_mode == "session")
     assert "WARNING" not in log and "ERROR" not in log, log
     print(f"pickup through {pool_mode} pooling: {pickup_ms(pgq_conn, late[0]):.1f} ms")
@@ -114,10 +114,10 @@ def test_without_notifications_the_worker_polls_often_and_says_why(
     late = enqueue_when_idle(pgq_conn, worker)
     wait_for(lambda: done(pgq_conn, late), "the job enqueued while idle, by a short poll", 20)
     assert_ran_once(pgq_conn, ids + late)
-    assert connections(pgq_conn) == [4]  # no LISTEN connection
+    assert connections(pgq_conn) == [5]  # no LISTEN connection
     stop(worker)
     log = worker.log()
-    assert f"4 in all; poll-only mode, every {POLL_ONLY:g}s: {why}" in log
+    assert f"5 in all; poll-only mode, every {POLL_ONLY:g}s: {why}" in log
     if how == "detected":  # its lock needs a session: one vacuumer at a time is not sure here
         assert "VACUUM of pgq.jobs left to autovacuum" in log
     else:
@@ -158,7 +158,7 @@ def test_with_max_connections_20_twelve_workers_all_stay_and_run_every_job_once(
         ids = enqueue(conn, "echo", [{"sleep": 0.01} for _ in range(1000)])
         workers = [
             start_worker(dsn=dsn, target=APP, MAX_CONCURRENT_JOBS="4") for _ in range(12)
-        ]  # 12 x 5 connections wanted, 19 to be had
+        ]  # 12 x 6 connections wanted, 19 to be had
         wait_for(lambda: done(conn, ids), "1000 jobs on a full server", 180)
         assert [w.proc.poll() for w in workers] == [None] * 12
         assert_ran_once(conn, ids)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,8 @@ def test_runs_async_and_sync_handlers_and_stores_results(db: Conn, start_worker:
     for i, job_id in enumerate(async_ids + sync_ids):
         assert done[job_id] == ("succeeded", 1, None, {"value": i % 8, "attempt": 1})
     log = worker.log()
-    assert "entrypoints=async_job,sync_job" in log and "max_concurrent_jobs=10" in log
+    assert "entrypoints=async_job,hostile_async,hostile_sync,sync_job" in log
+    assert "max_concurrent_jobs=10" in log
     assert "password" not in log
     first = async_ids[0]
     assert f"job started id={first} entrypoint=async_job attempt=1" in log
@@ -75,6 +77,56 @@ def test_job_timeout_stops_the_handler_and_the_job_is_retried(
     assert f"job failed id={ids[1]} entrypoint=sync_job attempt=1" in worker.log()
     assert 'error="timeout after 0.3s"' in worker.log()
     assert "job outcome not recorded" not in worker.log()  # a reaper first is still a timeout
+
+
+def test_a_job_whose_handler_barely_ran_is_not_logged_as_a_slow_one(
+    db: Conn, start_worker: Start
+) -> None:
+    # The blocking handler is claimed first; the others' timeouts pass before they start.
+    [blocker] = Queue(db).enqueue_many(
+        [NewJob("hostile_async", {"do": "none", "at_once": True, "seconds": 1.5}, priority=1)]
+    )
+    ids = enqueue(db, "async_job", [{}] * 3)
+    policy = {"async_job": {"timeout": 1, "max_attempts": 1}, "hostile_async": {"max_attempts": 1}}
+    worker = start_worker("--mode", "drain", policy=policy)
+    assert worker.wait() == 0, worker.log()
+    assert history(db)[blocker][0] == "failed"  # "none" is no misbehaviour it knows
+    assert [history(db)[i][:3] for i in ids] == [("failed", 1, "timeout")] * 3
+    lines = [ln for ln in worker.log().splitlines() if f" id={ids[0]} " in ln]
+    assert "job timed out" in lines[-1] or "job failed" in lines[-1]
+    assert (
+        'error="timeout after 1s, before its handler could run (the loop reached it 1.'
+        in (lines[-1])
+    )
+
+
+def test_a_timeout_set_only_in_sql_stops_the_handler(db: Conn, start_worker: Start) -> None:
+    # Neither the decorator nor JOB_TIMEOUT sets one: the worker stops the handler at the
+    # claim's timeout_at all the same, and records the timeout itself.
+    for name in ("async_job", "sync_job"):
+        db.execute("SELECT pgq.set_entrypoint(%s, timeout => '0.5 s', max_attempts => 1)", (name,))
+    ids = enqueue(db, "async_job", [{"sleep": 60}]) + enqueue(db, "sync_job", [{"sleep": 60}])
+    worker = start_worker("--mode", "drain")
+    assert worker.wait() == 0, worker.log()
+    assert [history(db)[i][:3] for i in ids] == [("failed", 1, "timeout")] * 2
+    assert count(db, "SELECT count(*) FROM events WHERE event = 'end'") == 0
+    # The worker and the database time the job out at the same moment; either may record it.
+    assert worker.log().count('error="timeout after 0.5s"') == 2
+
+
+def test_delayed_jobs_and_retries_start_without_waiting_for_a_poll(
+    db: Conn, start_worker: Start
+) -> None:
+    # Polling once a minute, the worker still wakes when the earliest scheduled job is due.
+    [delayed] = Queue(db).enqueue_many([NewJob("async_job", {"value": 1}, delay=1.5)])
+    [flaky] = enqueue(db, "async_job", [{"fail_until": 1}])  # retried after 1 s of backoff
+    policy = {"async_job": {"backoff": [1, 1, 1, 0]}}
+    worker = start_worker(PGQ_POLL_INTERVAL="60", policy=policy)
+    wait_for(lambda: finished(db, [delayed, flaky]), "both jobs to run", timeout=20)
+    worker.send(signal.SIGTERM)
+    assert worker.wait() == 0, worker.log()
+    assert history(db)[delayed][:2] == ("succeeded", 1)
+    assert history(db)[flaky][:2] == ("succeeded", 2)
 
 
 def test_retries_follow_the_backoff_policy(db: Conn, start_worker: Start) -> None:
@@ -175,12 +227,18 @@ def test_zombie_completion_is_rejected_by_lease_fencing(db: Conn, start_worker: 
     worker.send(signal.SIGSTOP)  # no heartbeats: the lease runs out
     try:
         wait_for(lambda: count(db, "SELECT pgq.reap()") == 1, "the expired lease to be reaped")
+        time.sleep(1)  # past the handler's end: it returns before a heartbeat can stop it
     finally:
         worker.send(signal.SIGCONT)
+    # Resumed, the handler returns and the heartbeat thread learns the claim is gone at the
+    # same moment: whichever the loop hears first, the outcome is refused and said so.
+    finished_late = "job finished after its claim ended (its lease lapsed, or it was cancelled)"
+    stopped = "job outcome not recorded: lease already gone"
     line = wait_for(
-        lambda: [ln for ln in worker.log().splitlines() if "job outcome not recorded" in ln],
+        lambda: [ln for ln in worker.log().splitlines() if finished_late in ln or stopped in ln],
         "the zombie's outcome to be rejected",
     )[0]
+    assert finished_late not in line or "): result discarded" in line
     assert f"id={job_id} entrypoint=async_job attempt=1" in line
     wait_for(lambda: finished(db, [job_id]), "the job to run again and finish")
     worker.send(signal.SIGTERM)
@@ -314,7 +372,7 @@ def test_cancel_stops_a_running_handler_and_the_registry_shows_the_worker(
     assert "reason=cancelled" in worker.log()
     registry = "SELECT status, entrypoints, concurrency, pid FROM pgq.workers"
     assert db.execute(registry).fetchall() == [
-        ("alive", ["async_job", "sync_job"], 10, worker.proc.pid)
+        ("alive", ["async_job", "hostile_async", "hostile_sync", "sync_job"], 10, worker.proc.pid)
     ]
     worker.send(signal.SIGTERM)
     assert worker.wait() == 0, worker.log()

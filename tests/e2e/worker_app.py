@@ -6,6 +6,8 @@ handlers of this process were running at the start), then follow their payload:
 `fatal` (raise a non-retryable error), `bad_result` / `nul_result` (return what cannot
 be stored). With WORKER_APP_NOOP set, `noop_sync` and `noop_async` do nothing (with `log`:
 log a line).
+`hostile_async` and `hostile_sync` misbehave as their payload's `do` says (see _misbehave):
+the handlers a worker must survive (`at_once`: hostile_async blocks before anything else).
 Entrypoint policies come from the JSON in WORKER_APP_POLICY; with WORKER_APP_PERIODIC set,
 `async_job` also runs on that cron schedule (named "ticker").
 """
@@ -16,6 +18,8 @@ import asyncio
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -70,6 +74,37 @@ def _outcome(job: Job) -> Any:
     return {"value": job.payload.get("value"), "attempt": job.attempt}
 
 
+def _misbehave(job: Job) -> Any:
+    """What both handler kinds do alike with payload {"do": ...}."""
+    do = job.payload["do"]
+    if do == "system_exit":
+        raise SystemExit(3)
+    if do == "keyboard_interrupt":
+        raise KeyboardInterrupt
+    if do == "memory_error":
+        return bytearray(1 << 60)  # raises MemoryError without taking the memory
+    if do == "not_json":
+        return object()
+    if do == "huge_result":
+        return "x" * (100 * 1024 * 1024)
+    if do == "spawn_threads":  # threads that outlive the handler (not daemons)
+        for _ in range(3):
+            threading.Thread(target=time.sleep, args=(3,)).start()
+        return "spawned"
+    if do == "child_exit":
+        child = subprocess.run([sys.executable, "-c", "import os; os._exit(1)"], check=False)
+        return {"child": child.returncode}
+    if do == "exit":
+        os._exit(1)
+    if do == "busy":
+        while True:
+            pass
+    if do == "block":
+        time.sleep(job.payload["seconds"])
+        return "unblocked"
+    raise ValueError(f"unknown misbehaviour {do!r}")
+
+
 @asynccontextmanager
 async def main() -> AsyncIterator[App]:
     """An async context manager factory: the async handlers share a pool it opens."""
@@ -104,6 +139,33 @@ async def main() -> AsyncIterator[App]:
                     if job.cancelled:  # timed out, cancelled or shutting down: stop here
                         return None
                     result = _outcome(job)
+                finally:
+                    _leave()
+                conn.execute(RECORD, (job.id, job.attempt, "end", 0, os.getpid()))
+            return result
+
+        @app.entrypoint("hostile_async", **_policy("hostile_async"))
+        async def hostile_async(job: Job) -> Any:
+            if job.payload.get("at_once"):  # block before the others' handlers start
+                time.sleep(job.payload["seconds"])
+            await record(job, "start", _enter())
+            try:
+                if job.payload["do"] == "cancelled":  # a task cancelled elsewhere, awaited
+                    task = asyncio.ensure_future(asyncio.sleep(10))
+                    task.cancel()
+                    await task
+                result = _misbehave(job)
+            finally:
+                _leave()
+            await record(job, "end", 0)
+            return result
+
+        @app.entrypoint("hostile_sync", **_policy("hostile_sync"))
+        def hostile_sync(job: Job) -> Any:
+            with psycopg.connect(DSN, autocommit=True) as conn:
+                conn.execute(RECORD, (job.id, job.attempt, "start", _enter(), os.getpid()))
+                try:
+                    result = _misbehave(job)
                 finally:
                     _leave()
                 conn.execute(RECORD, (job.id, job.attempt, "end", 0, os.getpid()))

@@ -20,7 +20,7 @@ from tests.e2e.harness import APP, WorkerProcess, count, enqueue, wait_for
 JOBS = 8_000  # a multiple of 4,000 (enqueued 4,000 a call)
 FLEET = 16
 TOPOLOGY_APP = APP.with_name("topology_app.py")
-# A small worker: one pooled connection, LISTEN and maintenance: 3 connections each.
+# A small worker: one pooled connection, heartbeats, LISTEN and maintenance: 4 connections each.
 SMALL = {"MAX_CONCURRENT_JOBS": "2", "PGQ_POOL_SIZE": "1", "PGQ_BATCH_SIZE": "2"}
 
 
@@ -76,7 +76,7 @@ def test_sixteen_workers_drain_once_while_workers_come_and_go(
         pids = count(conn, "SELECT count(DISTINCT result->>'pid') FROM pgq.job_history")
         assert pids == len(fleet)  # every worker took part, the leaving ones included
         connections = conn.execute("SELECT DISTINCT connections FROM pgq.workers").fetchall()
-        assert connections == [(3,)]
+        assert connections == [(4,)]
         assert count(conn, "SELECT count(*) FROM pgq.workers") == FLEET
 
     for worker in fleet[4:]:

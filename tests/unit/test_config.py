@@ -114,3 +114,11 @@ def test_run_with_invalid_config_prints_one_line(
     assert result.exit_code == 1
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("pgq-thin: error: invalid max_concurrent_jobs -2 (from ")
+
+
+def test_exit_when_stuck(tmp_path: Path) -> None:
+    (tmp_path / "pgq-thin.toml").write_text("exit_when_stuck = false\n")
+    assert load_settings(env={}, cwd=tmp_path).exit_when_stuck is False
+    assert load_settings(env={"PGQ_EXIT_WHEN_STUCK": "yes"}, cwd=tmp_path).exit_when_stuck
+    with pytest.raises(PgqError, match=r"exit_when_stuck 'maybe'.*must be true or false"):
+        load_settings(env={"PGQ_EXIT_WHEN_STUCK": "maybe"}, cwd=tmp_path)
