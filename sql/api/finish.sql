@@ -251,6 +251,7 @@ AS $$
 DECLARE
     v_done bigint[];
     v_ended integer;
+    v_over bigint[];
 BEGIN
     PERFORM pgq._check_batch('job_ids, lease_tokens and results', ARRAY[cardinality(job_ids),
         cardinality(lease_tokens), coalesce(cardinality(results), cardinality(job_ids))]);
@@ -260,9 +261,23 @@ BEGIN
     SELECT coalesce(array_agg(a.job_id) FILTER (WHERE a.state = 'succeeded'), '{}'), count(*)
     INTO v_done, v_ended
     FROM pgq._archive(true, job_ids, lease_tokens, NULL, NULL, results) AS a;
-    -- Some were not completed: end the lapsed claims among them (the rest are not held).
+    -- Some were not completed: end the lapsed claims among them (the rest are not held). SKIP
+    -- LOCKED, since this transaction already holds the rows it deleted: waiting now, out of id
+    -- order, could deadlock with a batch writer over the same jobs (the worker's own renew). A
+    -- skipped row is recorded the same way by whoever holds it, or by pgq.reap.
     IF v_ended < cardinality(job_ids) THEN
-        PERFORM pgq._lock_held(job_ids, lease_tokens);
+        SELECT array_agg(l.id) INTO v_over
+        FROM (
+            SELECT j.id FROM pgq.jobs AS j
+            JOIN unnest(job_ids, lease_tokens) AS u(id, token)
+                ON u.id = j.id AND u.token = j.lease_token
+            WHERE j.id = ANY (job_ids) AND j.lease_expires_at <= pgq.now()
+            ORDER BY j.id
+            FOR UPDATE OF j SKIP LOCKED
+        ) AS l;
+        IF v_over IS NOT NULL THEN
+            PERFORM pgq._expire(v_over);
+        END IF;
     END IF;
     RETURN v_done;
 END
