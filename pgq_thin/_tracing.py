@@ -64,7 +64,7 @@ def _trace() -> Any:
 
 def _configured() -> bool:
     """Whether a tracer provider (an SDK) is set: without one every span would be a no-op,
-    and skipping them saves their cost (~17 us a job here). Asked per job, not cached: a
+    and skipping them saves their cost (~17 us a job here). Asked per batch, not cached: a
     provider may be set (or, in tests, unset) at any time."""
     trace = _trace()
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
@@ -122,6 +122,9 @@ _UNTRACED: AbstractContextManager[None] = nullcontext()  # reusable: it holds no
 class Tracing:
     """A worker's tracing hooks; this base does nothing (OpenTelemetry is not installed)."""
 
+    def claimed(self) -> None:
+        """A batch was claimed: its jobs are traced if a tracer provider is set now."""
+
     def attempt(self, job: _Job) -> AbstractContextManager[None]:
         """Meanwhile the attempt's span is current (the handler runs inside)."""
         return _UNTRACED
@@ -136,10 +139,15 @@ class _Spans(Tracing):
     def __init__(self, tracer: Any) -> None:
         self._tracer = tracer
         self._spans: dict[uuid.UUID, Any] = {}
+        self._on = False  # a tracer provider was set at the last claim
+
+    def claimed(self) -> None:
+        # Asked once a batch: without a provider set, OpenTelemetry looks in os.environ each time.
+        self._on = _configured()
 
     def attempt(self, job: _Job) -> AbstractContextManager[None]:
         # Untraced, no generator is made and driven: that is most of a no-op job's cost here.
-        return self._span(job) if _configured() else _UNTRACED
+        return self._span(job) if self._on else _UNTRACED
 
     @contextmanager
     def _span(self, job: _Job) -> Iterator[None]:
