@@ -359,6 +359,7 @@ class Worker:
             except psycopg.Error as exc:
                 raise PgqError(f"pgq.claim failed: {exc.diag.message_primary or exc}") from exc
             retry.reset()
+            self._tracing.claimed()
             for job, timeout_in in jobs:
                 self._dispatch(job, claimed_at, timeout_in)
             if len(jobs) == want:
