@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 
 from pgq_thin._localdb import running_url
-from pgq_thin.errors import PgqError
+from pgq_thin.errors import PgqError, one_line
 
 LIBPQ_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
 
@@ -42,20 +42,33 @@ def describe(dsn: str) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(info.items())) or "(libpq defaults)"
 
 
-def libpq_reason(exc: Exception) -> str:
-    """libpq's reason on one line: what failed ("Connection refused", "password authentication
-    failed for user ...") without the server address it repeats, then its hint, if any."""
+def _libpq_lines(exc: BaseException) -> tuple[list[str], list[str]]:
+    """libpq's reasons, each once, without the server address it repeats, and its hints."""
     reasons: list[str] = []
     hints: list[str] = []
     for line in (part.strip() for part in str(exc).splitlines()):
         if " failed: " in line:
-            reason = line.rsplit(" failed: ", 1)[1].removeprefix("FATAL:").strip()
+            reason = " ".join(line.rsplit(" failed: ", 1)[1].removeprefix("FATAL:").split())
             reasons += [] if reason in reasons else [reason]
         elif line:
             hints.append(line[0].lower() + line[1:])
+    return reasons, hints
+
+
+def libpq_reason(exc: BaseException) -> str:
+    """libpq's reason on one line: what failed ("Connection refused", "password authentication
+    failed for user ...") without the server address it repeats, then its hint, if any."""
+    reasons, hints = _libpq_lines(exc)
     if not reasons:
         return str(exc).strip().replace("\n", " ") or type(exc).__name__
     return "; ".join(reasons) + (f" ({'; '.join(hints)})" if hints else "")
+
+
+def libpq_failure(exc: BaseException) -> str:
+    """What a failed connection attempt says, without libpq's framing or hints: the short
+    form a retry loop logs and classifies."""
+    reasons, _ = _libpq_lines(exc)
+    return "; ".join(reasons) or " ".join(one_line(exc).split()) or type(exc).__name__
 
 
 def connect(dsn: str | None = None, *, autocommit: bool = False) -> psycopg.Connection[Any]:

@@ -40,7 +40,7 @@ from typing import Any, ClassVar, Literal
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from pgq_thin._connection import describe, resolve_dsn
+from pgq_thin._connection import describe, libpq_failure, resolve_dsn
 from pgq_thin._maintenance import Maintenance
 from pgq_thin._retry import TRANSIENT, Retry
 from pgq_thin.config import Settings
@@ -76,14 +76,6 @@ CONFIG_ERRORS = (
 FULL = ("too many clients", "connection slots are reserved", "no more connections allowed")
 STATEMENT_POOLING = "statement pooling"  # in PgBouncer's refusal of a transaction block
 NOT_INSTALLED = "pgq is not installed"
-
-
-def reason(exc: BaseException) -> str:
-    """What a failed connection attempt says, on one line without libpq's framing."""
-    text = one_line(exc)
-    if "failed: " in text:
-        text = text.rsplit("failed: ", 1)[1]
-    return " ".join(text.removeprefix("FATAL:").split()) or type(exc).__name__
 
 
 def kind(why: str) -> Kind:
@@ -133,7 +125,7 @@ class _PooledConnection(psycopg.AsyncConnection[Any]):
         try:
             conn = await super().connect(conninfo, **kwargs)
         except psycopg.OperationalError as exc:
-            cls.outage.failed(reason(exc))
+            cls.outage.failed(libpq_failure(exc))
             raise
         cls.outage.ended()
         return conn
@@ -200,7 +192,7 @@ class Connections:
                 await self._open(setup)
                 break
             except TRANSIENT as exc:  # the server went away or filled up meanwhile
-                outage.failed(reason(exc))
+                outage.failed(libpq_failure(exc))
                 await asyncio.sleep(retry.next())
         outage.ended()
         log.info("connections: %s", self.plan())
@@ -257,7 +249,7 @@ class Connections:
             except psycopg.ProgrammingError as exc:
                 raise PgqError(f"invalid {what}: {one_line(exc)}") from exc
             except psycopg.OperationalError as exc:
-                why = reason(exc)
+                why = libpq_failure(exc)
                 if kind(why) == "config":
                     raise PgqError(_problem(dsn, what, why)) from exc
             else:
@@ -357,7 +349,7 @@ class Connections:
             except TRANSIENT as exc:
                 conn = None
                 poll = f"; polling every {self.settings.poll_interval:g}s meanwhile"
-                outage.failed(reason(exc), poll)
+                outage.failed(libpq_failure(exc), poll)
                 await asyncio.sleep(retry.next())
 
     def _maintenance_settings(self) -> Settings:
