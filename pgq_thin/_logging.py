@@ -2,9 +2,9 @@
 
 Job events (the worker's `job started`, `job succeeded`, ... lines) carry their fields as a
 `LogFields` argument, so the JSON lines get them as keys without parsing text. A handler's own
-records carry the running job's id and entrypoint (the `job_context` variable, set while it
-runs), in both formats. PGQ_LOG_JOBS=failures drops job events below WARNING: a busy fleet keeps
-every failure without a line per successful job.
+records carry the running job's id and entrypoint (set by `job_context` in the job's task), in
+both formats. PGQ_LOG_JOBS=failures drops job events below WARNING: a busy fleet keeps every
+failure without a line per successful job.
 """
 
 from __future__ import annotations
@@ -52,20 +52,11 @@ class LogFields(str):
         return self
 
 
-class job_context:
-    """Records logged meanwhile (in this task, or a handler thread started from it) name `job`.
-    A class, not a @contextmanager: the worker enters one per job, and a generator costs more."""
-
-    __slots__ = ("_job", "_token")
-
-    def __init__(self, job: JobLike) -> None:
-        self._job = job
-
-    def __enter__(self) -> None:
-        self._token = _current.set(self._job)
-
-    def __exit__(self, *exc: object) -> None:
-        _current.reset(self._token)
+def job_context(job: JobLike) -> None:
+    """Records logged from now on in this task (or a handler thread started from it) name `job`.
+    Set once at the start of the job's own task: the task runs in a copy of the context, so
+    the setting ends with it and needs no reset."""
+    _current.set(job)
 
 
 def set_worker_id(worker_id: str) -> None:

@@ -168,7 +168,9 @@ class OutcomeWriter:
                     results: list[str | None] | None = [o.result for o in done]
                     if results and results.count(None) == len(results):
                         results = None  # the same as NULL results, and nothing to send
-                    cur = await conn.execute(COMPLETE_MANY, (*_leases(done), results))
+                    # The ids come back binary: a text array would parse each one.
+                    args = (*_leases(done), results)
+                    cur = await conn.execute(COMPLETE_MANY, args, binary=True)
                     row = await cur.fetchone()
                     succeeded = set(row[0]) if row else succeeded
                 answers: dict[int, str] = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from functools import cache
 from typing import Any, Protocol
 
@@ -116,18 +116,16 @@ def with_context(context: dict[str, str], headers: dict[str, Any] | None) -> Any
     return {**context, **(headers or {})} if context else headers
 
 
-_UNTRACED: AbstractContextManager[None] = nullcontext()  # reusable: it holds no state
-
-
 class Tracing:
     """A worker's tracing hooks; this base does nothing (OpenTelemetry is not installed)."""
 
     def claimed(self) -> None:
         """A batch was claimed: its jobs are traced if a tracer provider is set now."""
 
-    def attempt(self, job: _Job) -> AbstractContextManager[None]:
-        """Meanwhile the attempt's span is current (the handler runs inside)."""
-        return _UNTRACED
+    def attempt(self, job: _Job) -> AbstractContextManager[None] | None:
+        """The context in which the attempt's span is current (the handler runs inside), or
+        None when the attempt is not traced."""
+        return None
 
     def settled(self, outcome: _Outcome, answer: str) -> None:
         """The database answered how the attempt ended: its span ends."""
@@ -145,9 +143,9 @@ class _Spans(Tracing):
         # Asked once a batch: without a provider set, OpenTelemetry looks in os.environ each time.
         self._on = _configured()
 
-    def attempt(self, job: _Job) -> AbstractContextManager[None]:
+    def attempt(self, job: _Job) -> AbstractContextManager[None] | None:
         # Untraced, no generator is made and driven: that is most of a no-op job's cost here.
-        return self._span(job) if self._on else _UNTRACED
+        return self._span(job) if self._on else None
 
     @contextmanager
     def _span(self, job: _Job) -> Iterator[None]:

@@ -29,8 +29,9 @@ COMMENT ON FUNCTION pgq._check_batch(text, integer[]) IS
 -- the one given, else the job's last error (a completion records none, a cancelled one
 -- 'cancelled').
 CREATE OR REPLACE FUNCTION pgq._archive(
-    fenced boolean, job_ids bigint[], lease_tokens uuid[], states text[], errors text[], results jsonb[]
-) RETURNS TABLE (job_id bigint, state text, entrypoint text)
+    fenced boolean, job_ids bigint[], lease_tokens uuid[], states text[], errors text[], results jsonb[],
+    OUT succeeded bigint[], OUT archived integer
+)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgq, pg_temp
 SET plan_cache_mode = force_generic_plan
@@ -39,9 +40,6 @@ SECURITY DEFINER
 AS $$
 DECLARE
     v_now timestamptz := pgq.now();
-    v_ids bigint[];
-    v_states text[];
-    v_entrypoints text[];
     v_watched bigint[];
 BEGIN
     -- Deleted in id order, as _lock_held locks (the sorted input drives the generic plan's join):
@@ -65,18 +63,19 @@ BEGIN
         SELECT d.id, d.entrypoint, d.outcome, d.priority, d.attempt, d.max_attempts, d.dedupe_key,
                d.worker_id, d.enqueued_at, d.started_at, v_now, d.error, d.result, d.payload, d.headers
         FROM ended AS d
-        RETURNING h.id, h.state, h.entrypoint
+        RETURNING h.id, h.state
     )
-    SELECT array_agg(a.id), array_agg(a.state), array_agg(a.entrypoint),
+    SELECT coalesce(array_agg(a.id) FILTER (WHERE a.state = 'succeeded'), '{}'), count(*),
            (SELECT array_agg(d.id) FROM ended AS d WHERE d.notify_done)
-    INTO v_ids, v_states, v_entrypoints, v_watched
+    INTO succeeded, archived, v_watched
     FROM archived AS a;
-    PERFORM pgq._notify_done(v_watched);  -- the jobs someone waits for (pgq.watch_jobs)
-    RETURN QUERY SELECT * FROM unnest(v_ids, v_states, v_entrypoints);
+    IF v_watched IS NOT NULL THEN  -- the jobs someone waits for (pgq.watch_jobs)
+        PERFORM pgq._notify_done(v_watched);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION pgq._archive(boolean, bigint[], uuid[], text[], text[], jsonb[]) IS
-    'Internal: moves jobs to history (fenced: only under the given live lease tokens); returns (job_id, state, entrypoint).';
+    'Internal: moves jobs to history (fenced: only under the given live lease tokens); returns the ids archived as succeeded and how many were archived.';
 
 -- Settles running jobs whose lease lapsed (the caller locked them), as pgq.reap records them:
 -- 'timeout' when the lease ran to the job's timeout, else the holder stopped renewing it and is
@@ -258,8 +257,7 @@ BEGIN
     IF results IS NOT NULL THEN
         PERFORM pgq._check_results(results);
     END IF;
-    SELECT coalesce(array_agg(a.job_id) FILTER (WHERE a.state = 'succeeded'), '{}'), count(*)
-    INTO v_done, v_ended
+    SELECT a.succeeded, a.archived INTO v_done, v_ended
     FROM pgq._archive(true, job_ids, lease_tokens, NULL, NULL, results) AS a;
     -- Some were not completed: end the lapsed claims among them (the rest are not held). SKIP
     -- LOCKED, since this transaction already holds the rows it deleted: waiting now, out of id

@@ -420,6 +420,46 @@ def test_each_handler_of_a_claim_batch_gets_its_own_job(pgq_dsn: str, db: Conn) 
         assert done[job_id] == ("succeeded", expected)
 
 
+def test_a_handler_sees_the_claims_times_to_the_microsecond_in_utc(pgq_dsn: str, db: Conn) -> None:
+    # The claim sends its times as epoch seconds (cheaper than timestamptz in a zone session):
+    # each must still equal the database's, aware, in UTC, and None stays None.
+    app = App()
+    seen: dict[int, tuple[Any, ...]] = {}
+
+    @app.entrypoint("times", timeout=600)
+    async def times(job: Job) -> None:
+        seen[job.id] = (job.enqueued_at, job.lease_expires_at, job.timeout_at)
+
+    @app.entrypoint("untimed")
+    async def untimed(job: Job) -> None:
+        seen[job.id] = (job.enqueued_at, job.lease_expires_at, job.timeout_at)
+
+    db.execute("SET TimeZone = 'America/New_York'")
+    ids = enqueue(db, "times", [{}] * 5) + enqueue(db, "untimed", [{}])
+    db.execute("UPDATE pgq.entrypoints SET timeout = NULL WHERE name = 'untimed'")  # no deadline
+    # Times with every microsecond digit set, as a clock gives them.
+    db.execute(
+        "UPDATE pgq.jobs SET enqueued_at = enqueued_at + make_interval(secs => id * 0.000123)"
+    )
+    before = {
+        row[0]: row[1]
+        for row in db.execute("SELECT id, enqueued_at FROM pgq.jobs WHERE id = ANY(%s)", (ids,))
+    }
+    assert drain(pgq_dsn, app, batch_size=10) == 0
+    rows = db.execute(
+        "SELECT id, started_at FROM pgq.job_history WHERE id = ANY(%s)", (ids,)
+    ).fetchall()
+    for job_id, started in rows:
+        enqueued_at, lease_expires_at, timeout_at = seen[job_id]
+        assert enqueued_at == before[job_id] and enqueued_at.utcoffset() == timedelta(0)
+        assert lease_expires_at.utcoffset() == timedelta(0) and lease_expires_at > started
+        if job_id == ids[-1]:
+            assert timeout_at is None
+        else:
+            assert timeout_at == started + timedelta(seconds=600)
+            assert timeout_at.utcoffset() == timedelta(0)
+
+
 def test_results_may_all_be_none_and_a_def_handler_may_raise_anything(
     pgq_dsn: str, db: Conn
 ) -> None:
