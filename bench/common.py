@@ -129,6 +129,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=100, help="jobs per enqueue or dequeue call")
     p.add_argument("--raw", action="store_true", help="enqueue/single: raw INSERTs (+ NOTIFY)")
     p.add_argument("--sync", action="store_true", help="single: the blocking client")
+    p.add_argument("--autocommit", action="store_true", help="single: each call commits on its own")
+    p.add_argument(
+        "--floor", action="store_true", help="single: the driver's transaction, SELECT 1 in it"
+    )
     p.add_argument("--ahead", type=float, default=0.0, help="produce: jobs due this many s ahead")
     p.add_argument("--work-ms", type=float, default=0.0, help="worker: each job sleeps this long")
     p.add_argument(

@@ -183,7 +183,10 @@ def horizon_targets(data: dict[str, Any]) -> list[str]:
     soon = [s for s in after if s["t"] <= end + 30]
     cleaned = min(s["dead_rows"] for s in soon)
     settled = [s for s in after if s["t"] >= end + 30]
-    grew = settled[-1]["table_bytes"] - settled[0]["table_bytes"] if settled else 0
+    # Growth is a new high: VACUUM truncates the heap's empty tail pages and the load refills
+    # them, so the size moves by a few pages either way while the table stays the same.
+    clean = [s["table_bytes"] for s in soon if s["dead_rows"] < 1000]
+    grew = max(s["table_bytes"] for s in settled) - max(clean) if settled and clean else 0
     hold = end - data["hold"][0]
     return [
         f"| held horizon ({hold:g} s): every {width:g} s window finishes ≥ 90% of the "
@@ -192,8 +195,9 @@ def horizon_targets(data: dict[str, Any]) -> list[str]:
         f"| {verdict(pickup < 1)} |",
         f"| held horizon: dead rows < 1,000 within 30 s after it ends | lowest {cleaned:,} "
         f"| {verdict(cleaned < 1000)} |",
-        f"| held horizon: the minute after does not grow the table | {grew / 2**20:+.2f} MiB "
-        f"| {verdict(grew <= 0)} |",
+        f"| held horizon: the minute after does not grow the table past its cleaned-up size (largest "
+        f"sample after the first 30 s minus the largest once dead rows < 1,000) "
+        f"| {grew / 2**20:+.2f} MiB | {verdict(bool(clean) and grew <= 0)} |",
     ]
 
 

@@ -456,6 +456,10 @@ SINGLE_SYSTEMS = [  # (name, system, driver flags); ratios are taken against the
     ("raw INSERT + NOTIFY (psycopg)", PGQ, ("--raw",)),
     ("pgqueuer", PGQUEUER, ()),
     ("raw INSERT + NOTIFY (asyncpg)", PGQUEUER, ("--raw",)),
+    # What limits the first two: the same call on an autocommit connection (one round trip),
+    # and psycopg's transaction with no job in it (BEGIN, SELECT 1, COMMIT).
+    ("pgq-thin AsyncQueue.enqueue, autocommit", PGQ, ("--autocommit",)),
+    ("psycopg transaction alone (SELECT 1)", PGQ, ("--floor",)),
 ]
 RAW_NOTIFY = """
 WITH job AS (INSERT INTO floor.jobs (payload) VALUES (%s) RETURNING id)
@@ -495,7 +499,7 @@ def single(cfg: Config) -> dict[str, Any]:
         for name, ms in idle_calls(cfg.idle_calls).items():
             calls.setdefault(name, []).append(ms)
             common.log(f"idle call round {rnd + 1}: {name} {ms:.3f} ms")
-    mine = [name for name, system, _ in SINGLE_SYSTEMS if system is PGQ and "raw" not in name]
+    mine = [name for name, _, _ in SINGLE_SYSTEMS if name.startswith("pgq-thin")]
     (sql, raw) = IDLE_CALLS
     return {
         "jobs_per_second": {k: summary(v) for k, v in rates.items()},

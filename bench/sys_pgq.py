@@ -118,7 +118,9 @@ SELECT job.id, pg_notify('floor', %b) FROM job
 async def single(args: argparse.Namespace) -> dict[str, Any]:
     """Seconds to enqueue `--count` jobs one per transaction on the caller's connection:
     `AsyncQueue.enqueue` + commit, `Queue.enqueue` + commit (`--sync`), or the raw
-    INSERT + NOTIFY (`--raw`) through the same driver."""
+    INSERT + NOTIFY (`--raw`) through the same driver. Two references: `AsyncQueue.enqueue`
+    on an autocommit connection (`--autocommit`, one round trip), and the driver's transaction
+    with `SELECT 1` in place of the job (`--floor`: BEGIN, statement, COMMIT)."""
     if args.sync:
         with psycopg.connect(args.dsn) as sync_conn:
             queue = Queue(sync_conn)
@@ -127,18 +129,23 @@ async def single(args: argparse.Namespace) -> dict[str, Any]:
                 queue.enqueue(common.ENTRYPOINT, common.payload(i))
                 sync_conn.commit()
             return {"seconds": time.perf_counter() - start}
-    async with await psycopg.AsyncConnection.connect(args.dsn) as conn:
+    async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=args.autocommit) as conn:
         aqueue = AsyncQueue(conn)
 
         async def send(i: int) -> None:
             await aqueue.enqueue(common.ENTRYPOINT, common.payload(i))
-            await conn.commit()
+            await conn.commit()  # a no-op in autocommit
 
         async def send_raw(i: int) -> None:
             await conn.execute(RAW_SINGLE, (Jsonb(common.payload(i)), common.ENTRYPOINT))
             await conn.commit()
 
-        seconds = await common.timed_singles(args.count, send_raw if args.raw else send)
+        async def send_nothing(i: int) -> None:
+            await conn.execute("SELECT 1")
+            await conn.commit()
+
+        how = send_raw if args.raw else send_nothing if args.floor else send
+        seconds = await common.timed_singles(args.count, how)
     return {"seconds": seconds}
 
 
