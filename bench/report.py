@@ -195,8 +195,8 @@ def horizon_targets(data: dict[str, Any]) -> list[str]:
         f"| {verdict(pickup < 1)} |",
         f"| held horizon: dead rows < 1,000 within 30 s after it ends | lowest {cleaned:,} "
         f"| {verdict(cleaned < 1000)} |",
-        f"| held horizon: the minute after does not grow the table past its cleaned-up size (largest "
-        f"sample after the first 30 s minus the largest once dead rows < 1,000) "
+        f"| held horizon: the minute after does not grow the table past its cleaned-up size "
+        f"(largest sample after the first 30 s minus the largest once dead rows < 1,000) "
         f"| {grew / 2**20:+.2f} MiB | {verdict(bool(clean) and grew <= 0)} |",
     ]
 
