@@ -14,8 +14,9 @@ of the live ones. VACUUM cannot run in a transaction or a function, hence a clie
 PostgreSQL lets only the table's owner, the database owner or a superuser vacuum it: any
 other role gets one warning at start and the loop leaves vacuuming to autovacuum.
 
-Every worker fires due schedules on its own cadence, so a tick fires on time even while every
-worker is busy (dequeue fires them too, when it is called; each tick fires once whoever calls).
+The worker that reaps also fires due schedules on its own cadence, so a tick fires on time
+even while every worker is busy (claims fire them too, when a probe finds one due; each tick
+fires once whoever calls).
 
 While a transaction holds the cleanup horizon back (an open analytics query, a session left
 `idle in transaction`), VACUUM can remove nothing it has not already removed: when one leaves
@@ -234,12 +235,17 @@ class Maintenance:
         await conn.execute(REPORT_VACUUM, (None if holder is None else holder[0],))
         self._held_by, self._reported = holder, True
 
-    async def _reap(self, conn: Conn) -> None:
-        """pgq.reap() if this worker is the one that reaps (the others rely on it)."""
+    async def _reaps(self, conn: Conn) -> bool:
+        """Whether this worker is the one that reaps and fires schedules (the others rely on
+        it; without a session every worker does, and the functions skip what another holds)."""
         if not self._reaper and self._session:
             self._reaper = bool(await _fetch(conn, TRY_LOCK, REAP_LOCK))
-            if not self._reaper:
-                return
+        return self._reaper or not self._session
+
+    async def _reap(self, conn: Conn) -> None:
+        """pgq.reap(), by the one worker that reaps."""
+        if not await self._reaps(conn):
+            return
         reaped = await _fetch(conn, REAP)
         if reaped:
             log.debug("maintenance: reaped %d job(s)", reaped)
@@ -253,7 +259,10 @@ class Maintenance:
             log.info("maintenance: pruned %d row(s) older than the history retention", total)
 
     async def _fire(self, conn: Conn) -> None:
-        """pgq.fire_schedules() until no due schedule is left."""
+        """pgq.fire_schedules() until no due schedule is left, by the worker that reaps: a fleet
+        calls it twice a second in all, not twice a second per worker (claims fire too)."""
+        if not await self._reaps(conn):
+            return
         while await _fetch(conn, FIRE, (FIRE_BATCH,)) == FIRE_BATCH:
             pass
 

@@ -10,7 +10,10 @@ import time
 from collections import Counter
 from datetime import datetime
 
-from tests.e2e.harness import Conn, Start, wait_for
+import psycopg
+
+from pgq_thin._maintenance import REAP_LOCK
+from tests.e2e.harness import Conn, Start, count, enqueue, starts, wait_for
 
 EVERY_SECOND = {"WORKER_APP_PERIODIC": "* * * * * *"}
 TICKS = """
@@ -70,3 +73,26 @@ def test_two_workers_still_run_one_job_per_tick(db: Conn, start_worker: Start) -
         worker.send(signal.SIGTERM)
     for worker in workers:
         assert worker.wait() == 0
+
+
+FIRED = "SELECT count(*) FROM pgq.jobs WHERE headers->>'schedule' = 'ticker'"
+
+
+def test_only_the_worker_that_reaps_fires_schedules_from_its_upkeep_loop(
+    db: Conn, pgq_dsn: str, start_worker: Start
+) -> None:
+    # The worker's one slot is taken by a long job, so it never claims (claims fire too): only
+    # its upkeep loop could fire the ticks, and only while it holds the reap lock.
+    enqueue(db, "async_job", [{"sleep": 60}])
+    with psycopg.connect(pgq_dsn, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", REAP_LOCK)  # the reaper is elsewhere
+        worker = start_worker(MAX_CONCURRENT_JOBS="1", PGQ_SHUTDOWN_GRACE="0.1", **EVERY_SECOND)
+        wait_for(lambda: starts(db) == 1, "the long job's start")
+        time.sleep(1.5)  # a claim made before the slot filled may have fired a tick
+        before = count(db, FIRED)
+        time.sleep(3)
+        assert count(db, FIRED) == before, "a worker without the reap lock fired schedules"
+    # The lock is free again: the worker's upkeep loop takes it and fires the ticks due.
+    wait_for(lambda: count(db, FIRED) > before, "a tick fired by the upkeep loop")
+    worker.send(signal.SIGTERM)
+    assert worker.wait() == 0
