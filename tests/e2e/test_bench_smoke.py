@@ -32,3 +32,13 @@ def test_driver_enqueues_and_drains(pgq_dsn: str, pgq_conn: psycopg.Connection[A
     assert pgq_conn.execute("SELECT count(*) FROM pgq.jobs").fetchone() == (0,)
     history = "SELECT count(*) FROM pgq.job_history WHERE state = 'succeeded'"
     assert pgq_conn.execute(history).fetchone() == (500,)
+
+
+def test_single_enqueue_and_its_two_references(
+    pgq_dsn: str, pgq_conn: psycopg.Connection[Any]
+) -> None:
+    # The call + commit, the call on an autocommit connection, and the driver's bare transaction
+    # (`--floor`: SELECT 1 in place of the job, nothing enqueued).
+    for flags in ((), ("--autocommit",), ("--sync",), ("--floor",)):
+        assert drive("single", "--dsn", pgq_dsn, "--count", "20", *flags)["seconds"] > 0
+    assert pgq_conn.execute("SELECT count(*) FROM pgq.jobs").fetchone() == (60,)
