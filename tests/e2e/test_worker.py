@@ -8,6 +8,7 @@ Waits are bounded polls; nothing asserts how long anything took.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import threading
 import time
@@ -429,6 +430,10 @@ def test_a_handler_sees_the_claims_times_to_the_microsecond_in_utc(pgq_dsn: str,
     @app.entrypoint("times", timeout=600)
     async def times(job: Job) -> None:
         seen[job.id] = (job.enqueued_at, job.lease_expires_at, job.timeout_at)
+        # Made when first read, they are still the dataclass's fields.
+        copy = dataclasses.replace(job, attempt=job.attempt)
+        assert copy == job and copy.enqueued_at == job.enqueued_at
+        assert f"enqueued_at={job.enqueued_at!r}" in repr(job)
 
     @app.entrypoint("untimed")
     async def untimed(job: Job) -> None:
@@ -447,8 +452,10 @@ def test_a_handler_sees_the_claims_times_to_the_microsecond_in_utc(pgq_dsn: str,
     }
     assert drain(pgq_dsn, app, batch_size=10) == 0
     rows = db.execute(
-        "SELECT id, started_at FROM pgq.job_history WHERE id = ANY(%s)", (ids,)
+        "SELECT id, started_at FROM pgq.job_history WHERE id = ANY(%s) AND state = 'succeeded'",
+        (ids,),
     ).fetchall()
+    assert len(rows) == len(ids)  # the handlers' own assertions held
     for job_id, started in rows:
         enqueued_at, lease_expires_at, timeout_at = seen[job_id]
         assert enqueued_at == before[job_id] and enqueued_at.utcoffset() == timedelta(0)
