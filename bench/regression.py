@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -136,6 +137,7 @@ def main() -> None:
     finally:
         server.discard()
         subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=REPO, check=False)
+        shutil.rmtree(old.parent, ignore_errors=True)
     result = {
         "workload": "regression",
         "command": "python " + " ".join(["bench/regression.py", *sys.argv[1:]]),
