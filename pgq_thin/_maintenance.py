@@ -1,7 +1,7 @@
 """A worker's upkeep loop: pgq.reap() every second, VACUUM the hot table every half second,
 pgq.prune() every minute, pgq.fire_schedules() every half second.
 
-Timeouts and lapsed leases are recorded by pgq.reap, which pgq.dequeue also runs; a worker at
+Timeouts and lapsed leases are recorded by pgq.reap, which pgq.claim also runs; a worker at
 full capacity never dequeues, so one worker at a time (the holder of a session advisory lock
 on its own connection, as for VACUUM) also reaps on a short cadence: a hung job times out
 even when nobody claims.
@@ -22,7 +22,7 @@ While a transaction holds the cleanup horizon back (an open analytics query, a s
 `idle in transaction`), VACUUM can remove nothing it has not already removed: when one leaves
 the table as dead as it found it, the vacuuming worker stands down until the session holding
 the oldest snapshot or transaction id changes, and records so with pgq.report_vacuum (shown by
-pgq.health; pgq.dequeue then claims past the jobs it already took). Meanwhile it runs ANALYZE
+pgq.health; pgq.claim then claims past the jobs it already took). Meanwhile it runs ANALYZE
 each time the table doubles, so that the planner, which VACUUM kept informed, still knows it.
 
 Every worker calls pgq.prune() (which lets one caller at a time in) until it returns 0;

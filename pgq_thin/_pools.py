@@ -323,15 +323,17 @@ class Connections:
     # --- running --------------------------------------------------------------------------
 
     async def listen(
-        self, on_notify: Callable[[str, str], None], on_listening: Callable[[], None]
+        self, on_notify: Callable[[str, str], None], on_listening: Callable[[bool], None]
     ) -> None:
         """LISTEN on pgq_jobs and pgq_cancel until cancelled, reconnecting after a lost
-        connection; `on_listening` runs each time it (re)starts. Returns at once if poll-only."""
+        connection; `on_listening(again)` runs each time it (re)starts, `again` after a lost
+        connection. Returns at once if poll-only."""
         if self.listening is None:
             return
         conn, self._listener = self._listener, None
         outage = Outage("listener connection lost", "listening again on pgq_jobs, pgq_cancel")
         retry = Retry()
+        again = False
         while True:
             try:
                 if conn is None:
@@ -341,7 +343,8 @@ class Connections:
                     await conn.execute("LISTEN pgq_cancel")
                     outage.ended()
                     retry.reset()
-                    on_listening()
+                    on_listening(again)
+                    again = True
                     while True:
                         async for note in conn.notifies(timeout=LISTEN_CHECK):
                             on_notify(note.channel, note.payload)

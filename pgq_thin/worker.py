@@ -205,7 +205,6 @@ class Worker:
         self._lease = timedelta(seconds=settings.lease_duration)
         self._held: dict[uuid.UUID, _Held] = {}  # by lease token: one per claim
         self._cancel_notified: set[int] = set()
-        self._listened = False  # LISTEN was established once: a later one is a reconnection
         self._busy = 0  # running handlers, plus threads still running after their job ended
         self._stuck: dict[int, Job] = {}  # by id(_Held): jobs whose `def` handler outlived them
         self._released: list[int] = []  # at shutdown
@@ -630,14 +629,14 @@ class Worker:
 
     # --- listening ------------------------------------------------------------------------
 
-    def _caught_up(self) -> None:
-        """Listening (again): claim at once, and beat for the held jobs' cancels sent while not
-        listening. Not at the first LISTEN: the worker has just registered, and a beat then
-        would renew the first claim's leases at once (a write per job, by every worker)."""
+    def _caught_up(self, again: bool) -> None:
+        """Listening: claim at once, for what was sent while not listening. Listening again
+        (after a lost connection): also beat, for the held jobs' cancels sent meanwhile. Not
+        at the first LISTEN: the worker has just registered, and a beat then would renew the
+        first claim's leases at once (a write per job, by every worker)."""
         self._wake.set()
-        if self._listened:
+        if again:
             self._heartbeats.poke()
-        self._listened = True
 
     def _on_notify(self, channel: str, payload: str) -> None:
         if channel == "pgq_jobs" and payload in self.app.entrypoints:

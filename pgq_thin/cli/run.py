@@ -43,7 +43,7 @@ SETTING_FLAGS = {
         "Seconds a job may run before it fails with 'timeout' "
         "(0 = none; an entrypoint's own timeout wins).",
     ),
-    "batch_size": ("N", "Most jobs claimed in one pgq.dequeue call."),
+    "batch_size": ("N", "Most jobs claimed in one pgq.claim call."),
     "poll_interval": ("SECONDS", "Polling period when no NOTIFY arrives."),
     "shutdown_grace": (
         "SECONDS",
